@@ -1,0 +1,371 @@
+"""The ``hpo`` command line: the only place that prints and turns errors into exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from hpo.errors import USER_ERRORS
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("hpo")
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _setup_logging(verbose: bool) -> None:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
+    for noisy in ("optuna", "timm", "urllib3", "huggingface_hub", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.disable_default_handler()
+    import warnings
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class HpoGroup(click.Group):
+    """Turns user errors into ``Error: ...`` with exit code 2; ``--debug`` shows the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as e:
+            if ctx.find_root().params.get("debug"):
+                traceback.print_exc()
+            raise click.UsageError(str(e).splitlines()[0] if str(e) else type(e).__name__) \
+                from None
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted; running trials were recorded as failed.", err=True)
+            ctx.exit(130)
+
+
+class _UsageErrorNoHint(click.UsageError):
+    pass
+
+
+def _float_range(text: str, name: str) -> tuple[float, float]:
+    try:
+        if ".." in text:
+            lo, hi = text.split("..", 1)
+            return float(lo), float(hi)
+        v = float(text)
+        return v, v
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not LOW..HIGH (e.g. 1e-5..3e-3)",
+                                 param_hint=name) from None
+
+
+def _int_range(text: str, name: str) -> tuple[int, int]:
+    try:
+        if ".." in text:
+            lo, hi = text.split("..", 1)
+            return int(lo), int(hi)
+        return int(text), int(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not LOW..HIGH with integers (e.g. 0..3)",
+                                 param_hint=name) from None
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.replace(" ", "").split(",") if s)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of sizes (e.g. 28,64)",
+                                 param_hint="--image-size") from None
+
+
+STORAGE_HELP = ("Study storage: postgresql://user@host/db, sqlite:///file.db or a journal file "
+                "(default: $HPO_STORAGE, else ./hpo.journal).")
+
+
+def storage_option(f: F) -> F:
+    return click.option("--storage", envvar="HPO_STORAGE", default=None, metavar="URL",
+                        help=STORAGE_HELP)(f)
+
+
+def study_options(f: F) -> F:
+    """The flags that define a study, shared by ``hpo run`` and ``hpo study create``."""
+    opts = [
+        click.option("--data", required=True, metavar="PATH|NAME",
+                     help="MedMNIST .npz, image folder, or MedMNIST name (breastmnist, "
+                          "breastmnist_64) looked up in $HPO_DATA_DIR."),
+        click.option("--model", required=True, metavar="NAME", help="Any timm model name."),
+        click.option("--weights", default=None, metavar="FILE|none",
+                     help="Local weights (.safetensors/.pth); 'none' for random init. Default: "
+                          "$HPO_WEIGHTS_DIR/<model>.*, else the model hub."),
+        click.option("--epochs", type=int, default=10, show_default=True),
+        click.option("--trials", type=int, default=30, show_default=True,
+                     help="Finished trials for the whole study (all workers)."),
+        click.option("--batch-size", type=int, default=32, show_default=True),
+        click.option("--metric", default="accuracy", show_default=True,
+                     help="accuracy, balanced_accuracy or auroc (validation, maximised)."),
+        click.option("--pruner", default="hyperband", show_default=True,
+                     help="hyperband, median, sha or none."),
+        click.option("--sampler", default="tpe", show_default=True, help="tpe or random."),
+        click.option("--lr", "lr_range", default="1e-5..3e-3", show_default=True,
+                     help="Learning-rate range (log scale)."),
+        click.option("--freeze-depth", "depth_range", default=None, metavar="LOW..HIGH",
+                     help="Frozen backbone stages to search (default: the model's full range)."),
+        click.option("--aug", "aug_range", default="0..1", show_default=True,
+                     help="Augmentation-strength range within 0..1."),
+        click.option("--image-size", "image_sizes", default=None, metavar="S[,S...]",
+                     help="Image sizes to search (default: the data's size), e.g. 28,64,96."),
+        click.option("--hflip/--no-hflip", default=True, show_default=True,
+                     help="Allow horizontal flips in augmentation."),
+        click.option("--vflip/--no-vflip", default=False, show_default=True,
+                     help="Allow vertical flips in augmentation."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--artifacts", default=None, metavar="DIR",
+                     help="Checkpoint folder (default: beside the storage file, or "
+                          "./hpo-artifacts for servers; $HPO_ARTIFACTS)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _config_from(p: dict[str, Any]) -> Any:
+    from hpo.config import StudyConfig
+    from hpo.space import SearchSpace
+
+    space = SearchSpace(
+        lr=_float_range(p["lr_range"], "--lr"),
+        freeze_depth=_int_range(p["depth_range"], "--freeze-depth") if p["depth_range"] else None,
+        aug_strength=_float_range(p["aug_range"], "--aug"),
+        image_sizes=_sizes(p["image_sizes"]) if p["image_sizes"] else (),
+    )
+    return StudyConfig(data=p["data"], model=p["model"], weights=p["weights"],
+                       epochs=p["epochs"], batch_size=p["batch_size"], trials=p["trials"],
+                       metric=p["metric"], pruner=p["pruner"], sampler=p["sampler"],
+                       seed=p["seed"], hflip=p["hflip"], vflip=p["vflip"], space=space)
+
+
+def _storage(url: str | None) -> str:
+    from storage import resolve_storage_url
+
+    return resolve_storage_url(url)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@click.group(cls=HpoGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="hpo")
+@click.pass_context
+def main(ctx: click.Context, debug: bool, verbose: bool) -> None:
+    """Tune pretrained image classifiers on small medical datasets with Optuna."""
+    _setup_logging(verbose)
+    ctx.obj = {"verbose": verbose}
+
+
+@main.command()
+@study_options
+@storage_option
+@click.option("--study", "study_name", default=None, help="Study name (default: DATA-MODEL).")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Worker processes on this machine.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--out", default=None, metavar="DIR", help="Export the best trial here.")
+@click.pass_context
+def run(ctx: click.Context, storage: str | None, study_name: str | None, workers: int,
+        device: str, out: str | None, **params: Any) -> None:
+    """Create or resume a study, run local workers until the budget is spent, export the best."""
+    from hpo.export import _check_out_dir, export_trial
+    from hpo.launcher import run_local_workers
+    from hpo.study import create_or_resume, default_study_name
+
+    if workers < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--workers")
+    if device not in ("auto", "cpu", "cuda"):
+        raise click.BadParameter(f"{device!r} is not auto, cpu or cuda", param_hint="--device")
+    if out:
+        from pathlib import Path
+
+        _check_out_dir(Path(out))
+    url = _storage(storage)
+    config = _config_from(params)
+    name = study_name or default_study_name(config.data, config.model)
+    loaded, created = create_or_resume(url, name, config, params["artifacts"])
+    from hpo.progress import progress_of
+    from storage import redact
+
+    p = progress_of(loaded.study, loaded.config.trials)
+    verb = "Created" if created else f"Resuming ({p.finished} trials finished)"
+    click.echo(f"{verb} study {name!r} in {redact(url)}; {workers} worker(s), "
+               f"budget {loaded.config.trials} trials", err=True)
+    failed = run_local_workers(url, name, workers, device, ctx.obj["verbose"])
+    _print_best(url, name)
+    if failed:
+        click.echo(f"Warning: {failed} worker(s) exited with an error; see the log above.",
+                   err=True)
+    if out:
+        result = export_trial(url, name, out, artifacts=params["artifacts"])
+        _print_export(result)
+    if failed:
+        sys.exit(1)
+
+
+def _print_best(url: str, name: str) -> None:
+    from hpo.progress import progress_of
+    from hpo.study import load_study
+
+    loaded = load_study(url, name)
+    p = progress_of(loaded.study, loaded.config.trials)
+    click.echo(p.line(loaded.config.metric, 0).rsplit(",", 1)[0])
+    if p.best_trial is None:
+        return
+    t = loaded.study.best_trial
+    val = t.user_attrs.get("hpo.val_metrics", {})
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in val.items())
+    params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in t.params.items())
+    click.echo(f"Best trial {t.number}: val {shown} (epoch {t.user_attrs.get('hpo.best_epoch')})"
+               f"; {params}")
+
+
+def _print_export(result: Any) -> None:
+    cfg = result.config
+    click.echo(f"Exported trial {result.trial} to {result.out}")
+    for split in ("val", "test"):
+        m = cfg.get(f"{split}_metrics")
+        if m:
+            click.echo(f"  {split:<4} " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()))
+
+
+@main.group()
+def study() -> None:
+    """Create, list and inspect studies."""
+
+
+@study.command("create")
+@click.argument("name")
+@study_options
+@storage_option
+def study_create(name: str, storage: str | None, **params: Any) -> None:
+    """Create study NAME (validated against its data and model) without running it."""
+    from hpo.study import create_study
+    from storage import redact
+
+    url = _storage(storage)
+    loaded = create_study(url, name, _config_from(params), params["artifacts"])
+    click.echo(f"Created study {name!r} in {redact(url)} (budget {loaded.config.trials} "
+               f"trials); start workers with: hpo worker --storage {redact(url)} --study {name}")
+
+
+@study.command("list")
+@storage_option
+def study_list(storage: str | None) -> None:
+    """List the studies in a storage."""
+    import optuna
+
+    from storage import open_storage
+
+    url = _storage(storage)
+    summaries = optuna.get_all_study_summaries(open_storage(url), include_best_trial=True)
+    if not summaries:
+        click.echo("No studies.")
+    for s in sorted(summaries, key=lambda s: s.study_name):
+        best = f"best {s.best_trial.value:.4f}" if s.best_trial and s.best_trial.value \
+            is not None else "no complete trial"
+        click.echo(f"{s.study_name}\t{s.n_trials} trials\t{best}")
+
+
+@study.command("show")
+@click.argument("name")
+@storage_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def study_show(name: str, storage: str | None, as_json: bool) -> None:
+    """Show a study's settings, progress and best trial."""
+    from dataclasses import asdict
+
+    from hpo.progress import progress_of
+    from hpo.study import load_study
+
+    url = _storage(storage)
+    loaded = load_study(url, name)
+    p = progress_of(loaded.study, loaded.config.trials)
+    if as_json:
+        click.echo(json.dumps({"config": json.loads(loaded.config.to_json()),
+                               "progress": asdict(p)}, indent=2))
+        return
+    cfg = json.loads(loaded.config.to_json())
+    for k, v in cfg.items():
+        click.echo(f"{k}: {v}")
+    click.echo(p.line(loaded.config.metric, 0).rsplit(",", 1)[0])
+    _print_best(url, name)
+
+
+@main.command()
+@storage_option
+@click.option("--study", "study_name", required=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--trials", type=int, default=None, help="Stop this worker after N trials.")
+@click.option("--threads", type=int, default=None, help="CPU threads for this process.")
+@click.option("--artifacts", default=None, metavar="DIR", help="Override the checkpoint folder.")
+@click.option("--verbose", is_flag=True, hidden=True)
+def worker(storage: str | None, study_name: str, device: str, trials: int | None,
+           threads: int | None, artifacts: str | None, verbose: bool) -> None:
+    """Run trials of an existing study until its budget is spent."""
+    from hpo.worker import run_worker
+
+    if verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
+    summary = run_worker(_storage(storage), study_name, device, trials, threads, artifacts)
+    log.info("worker done: %d trials (%d complete, %d pruned, %d failed)", summary.ran,
+             summary.complete, summary.pruned, summary.failed)
+
+
+@main.command()
+@storage_option
+@click.option("--study", "study_name", required=True)
+@click.option("--out", required=True, metavar="DIR", help="New folder for the export.")
+@click.option("--trial", type=int, default=None, help="Trial number (default: the best).")
+@click.option("--artifacts", default=None, metavar="DIR", help="Override the checkpoint folder.")
+@click.option("--device", default="cpu", show_default=True)
+def export(storage: str | None, study_name: str, out: str, trial: int | None,
+           artifacts: str | None, device: str) -> None:
+    """Export a trial's checkpoint (weights.safetensors + config.json) with test metrics."""
+    from hpo.export import export_trial
+
+    _print_export(export_trial(_storage(storage), study_name, out, trial, artifacts, device))
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per input.")
+def predict(folder: str, inputs: tuple[str, ...], device: str, as_json: bool) -> None:
+    """Classify INPUTS (images, folders, or a .npz test split) with an exported model."""
+    from hpo.predict import as_rows
+    from hpo.predict import predict as run_predict
+
+    result = run_predict(folder, list(inputs), device)
+    for row in as_rows(result):
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            probs = " ".join(f"{p:.4f}" for p in row["probs"])
+            click.echo(f"{row['input']}\t{row['class']}\t{probs}")
+    metrics = result.metrics()
+    if metrics:
+        click.echo("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), err=True)
+
+
+if __name__ == "__main__":
+    main()

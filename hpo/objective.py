@@ -1,0 +1,141 @@
+"""Bridge one Optuna trial to ``trainers.fine_tune``: sample, train, report, keep the checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from typing import Any
+
+import optuna
+import timm
+import torch
+from optuna.artifacts import upload_artifact
+from optuna.artifacts._protocol import ArtifactStore
+from optuna.trial import TrialState
+
+from hpo.config import StudyConfig
+from hpo.space import SpaceBounds, sample
+from trainers import Dataset, FinetuneResult, NonFiniteLossError, fine_tune
+from trainers.checkpoint import save_checkpoint
+
+log = logging.getLogger(__name__)
+
+ATTR_SEED = "hpo.seed"
+ATTR_DEVICE = "hpo.device"
+ATTR_WORKER = "hpo.worker"
+ATTR_BEST_EPOCH = "hpo.best_epoch"
+ATTR_VAL = "hpo.val_metrics"
+ATTR_EPOCHS = "hpo.epochs_run"
+ATTR_IPS = "hpo.images_per_s"
+ATTR_HPARAMS = "hpo.hparams"
+ATTR_CHECKPOINT = "hpo.checkpoint"
+ATTR_REASON = "hpo.reason"
+ATTR_SECONDS = "hpo.seconds"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class TrialFailed(Exception):
+    """A trial that ended for a recorded reason (diverged, over budget); the worker goes on."""
+
+
+def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials that use up the budget: finished ones and those running now."""
+    return study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+
+
+class Objective:
+    """Callable objective for one worker: data is loaded once and reused by every trial."""
+
+    def __init__(self, config: StudyConfig, dataset: Dataset, bounds: SpaceBounds,
+                 device: torch.device, artifact_store: ArtifactStore, worker_id: str) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.bounds = bounds
+        self.device = device
+        self.artifact_store = artifact_store
+        self.worker_id = worker_id
+
+    def _over_budget(self, trial: optuna.Trial) -> bool:
+        """Exact budget: a trial started while the study already had N others counted fails."""
+        ahead = [t for t in counted_trials(trial.study) if t.number < trial.number]
+        return len(ahead) >= self.config.trials
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        hp = sample(trial, self.bounds)
+        seed = self.config.seed + trial.number
+        for key, value in ((ATTR_SEED, seed), (ATTR_DEVICE, str(self.device)),
+                           (ATTR_WORKER, self.worker_id), (ATTR_HPARAMS, hp.to_dict())):
+            trial.set_user_attr(key, value)
+        if self._over_budget(trial):
+            trial.set_user_attr(ATTR_REASON, "study budget already reached when it started")
+            raise TrialFailed("budget reached")
+        metric = self.config.metric
+        started = time.perf_counter()
+
+        def report(epoch: int, metrics: dict[str, float]) -> bool:
+            trial.report(metrics[metric], epoch)
+            return trial.should_prune()
+
+        try:
+            result = fine_tune(self.dataset, self.config.train_spec(seed), hp, self.device,
+                               report=report)
+        except NonFiniteLossError as e:
+            trial.set_user_attr(ATTR_REASON, str(e))
+            raise TrialFailed(str(e)) from e
+        seconds = time.perf_counter() - started
+        self._record(trial, result, seconds)
+        value = result.best_metrics[metric]
+        if result.stopped_early:
+            last = result.history[-1][metric]
+            reason = (f"pruned after epoch {result.epochs_run}: val {metric} {last:.4f} was "
+                      f"below what the pruner keeps")
+            trial.set_user_attr(ATTR_REASON, reason)
+            raise optuna.TrialPruned(reason)
+        if self._improves(trial, value):
+            self._store_checkpoint(trial, result)
+        return value
+
+    def _record(self, trial: optuna.Trial, result: FinetuneResult, seconds: float) -> None:
+        trial.set_user_attr(ATTR_BEST_EPOCH, result.best_epoch)
+        trial.set_user_attr(ATTR_VAL, {k: round(v, 6) for k, v in result.best_metrics.items()})
+        trial.set_user_attr(ATTR_EPOCHS, result.epochs_run)
+        trial.set_user_attr(ATTR_IPS, round(result.images_per_s, 1))
+        trial.set_user_attr(ATTR_SECONDS, round(seconds, 2))
+
+    @staticmethod
+    def _improves(trial: optuna.Trial, value: float) -> bool:
+        done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return not done or value > max(t.value for t in done if t.value is not None)
+
+    def checkpoint_meta(self, trial: optuna.Trial, result: FinetuneResult) -> dict[str, Any]:
+        info = result.model_info
+        return {
+            "model": info.name,
+            "num_classes": info.num_classes,
+            "classes": self.dataset.classes,
+            "in_chans": info.in_chans,
+            "data_channels": self.dataset.channels,
+            "image_size": result.hparams.image_size,
+            "mean": list(info.mean),
+            "std": list(info.std),
+            "weights_source": info.weights,
+            "hparams": result.hparams.to_dict(),
+            "study": trial.study.study_name,
+            "trial": trial.number,
+            "epoch": result.best_epoch,
+            "metric": self.config.metric,
+            "val_metrics": result.best_metrics,
+            "data": self.config.data,
+            "versions": {"torch": torch.__version__, "timm": timm.__version__,
+                         "optuna": optuna.__version__},
+        }
+
+    def _store_checkpoint(self, trial: optuna.Trial, result: FinetuneResult) -> None:
+        with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as tmp:
+            path = os.path.join(tmp, f"trial-{trial.number}-best.safetensors")
+            save_checkpoint(path, result.state, self.checkpoint_meta(trial, result))
+            artifact_id = upload_artifact(artifact_store=self.artifact_store, file_path=path,
+                                          study_or_trial=trial)
+        trial.set_user_attr(ATTR_CHECKPOINT, artifact_id)

@@ -1,0 +1,127 @@
+"""Create and load hpo studies: an Optuna study whose user attrs hold the StudyConfig."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage
+
+from hpo.config import CONFIG_ATTR, StudyConfig
+from hpo.errors import HpoError
+from hpo.space import SpaceBounds, default_params
+from storage import ENV_ARTIFACTS, default_artifact_dir, open_storage, redact
+from trainers import Dataset, load_dataset
+
+log = logging.getLogger(__name__)
+
+# Settings that define what a study is; resuming with different ones would mix experiments.
+IDENTITY_FIELDS = ("data", "model", "weights", "epochs", "batch_size", "metric", "space",
+                   "hflip", "vflip")
+
+
+@dataclass
+class LoadedStudy:
+    study: optuna.Study
+    config: StudyConfig
+    storage_url: str
+
+
+def default_study_name(data: str, model: str) -> str:
+    stem = Path(data).name
+    for suffix in (".npz",):
+        stem = stem.removesuffix(suffix)
+    return f"{stem}-{model}".replace("/", "-")
+
+
+def study_names(storage: BaseStorage) -> list[str]:
+    return sorted(s.study_name for s in optuna.get_all_study_summaries(storage,
+                                                                         include_best_trial=False))
+
+
+def resolve_artifacts(storage_url: str, artifacts: str | None) -> str:
+    chosen = artifacts or os.environ.get(ENV_ARTIFACTS) or default_artifact_dir(storage_url)
+    return str(Path(chosen).expanduser().resolve())
+
+
+def prepare_config(config: StudyConfig, storage_url: str, artifacts: str | None = None
+                   ) -> tuple[StudyConfig, Dataset, SpaceBounds]:
+    """Validate a new study's config against its data and model before anything is written."""
+    config.check()
+    dataset = load_dataset(config.data)
+    bounds = config.check_against(dataset)
+    data = config.data
+    if Path(data).expanduser().exists():  # store absolute paths: workers may start elsewhere
+        data = str(Path(data).expanduser().resolve())
+    weights = config.weights
+    if weights not in (None, "none"):
+        weights = str(Path(weights).expanduser().resolve())
+    config = config.with_updates(data=data, weights=weights,
+                                 artifacts=resolve_artifacts(storage_url, artifacts))
+    return config, dataset, bounds
+
+
+def create_study(storage_url: str, name: str, config: StudyConfig,
+                 artifacts: str | None = None) -> LoadedStudy:
+    """Create ``name`` with a validated config and one default configuration enqueued.
+
+    Everything is checked first, so a bad input never leaves a half-created study behind.
+    """
+    config, _, bounds = prepare_config(config, storage_url, artifacts)
+    storage = open_storage(storage_url)
+    if name in study_names(storage):
+        raise HpoError(f"study {name!r} already exists in {redact(storage_url)}; pick another "
+                       "name, or resume it with `hpo worker`/`hpo run`")
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    try:
+        study.set_user_attr(CONFIG_ATTR, config.to_json())
+        study.enqueue_trial(default_params(bounds), user_attrs={"hpo.origin": "default"})
+    except BaseException:
+        optuna.delete_study(study_name=name, storage=storage)
+        raise
+    log.info("created study %s in %s", name, redact(storage_url))
+    return LoadedStudy(study, config, storage_url)
+
+
+def load_study(storage_url: str, name: str, sampler_seed: int | None = None,
+               storage: BaseStorage | None = None) -> LoadedStudy:
+    storage = storage or open_storage(storage_url)
+    names = study_names(storage)
+    if name not in names:
+        known = f"studies there: {', '.join(names)}" if names else "it holds no studies"
+        raise HpoError(f"study {name!r} not found in {redact(storage_url)} ({known}); "
+                       "create it with `hpo study create` or check --storage/--study")
+    probe = optuna.load_study(study_name=name, storage=storage)
+    raw = probe.user_attrs.get(CONFIG_ATTR)
+    if raw is None:
+        raise HpoError(f"study {name!r} was not created by hpo (no {CONFIG_ATTR}); create one "
+                       "with `hpo study create`")
+    config = StudyConfig.from_json(raw)
+    study = optuna.load_study(study_name=name, storage=storage,
+                              sampler=config.make_sampler(sampler_seed),
+                              pruner=config.make_pruner())
+    return LoadedStudy(study, config, storage_url)
+
+
+def create_or_resume(storage_url: str, name: str, config: StudyConfig,
+                     artifacts: str | None = None) -> tuple[LoadedStudy, bool]:
+    """``hpo run``: create the study, or resume it if it exists with the same settings."""
+    storage = open_storage(storage_url)
+    if name not in study_names(storage):
+        return create_study(storage_url, name, config, artifacts), True
+    loaded = load_study(storage_url, name, storage=storage)
+    new, _, _ = prepare_config(config, storage_url, artifacts or loaded.config.artifacts)
+    diffs = [f for f in IDENTITY_FIELDS if getattr(new, f) != getattr(loaded.config, f)]
+    if diffs:
+        shown = "; ".join(f"{f}: {getattr(loaded.config, f)!r} vs {getattr(new, f)!r}"
+                          for f in diffs[:3])
+        raise HpoError(f"study {name!r} already exists with other settings ({shown}); pass "
+                       "--study with a new name, or the same settings to resume")
+    if new.trials != loaded.config.trials:
+        loaded.study.set_user_attr(CONFIG_ATTR, loaded.config.with_updates(
+            trials=new.trials).to_json())
+        loaded = load_study(storage_url, name, storage=storage)
+    return loaded, False

@@ -1,0 +1,59 @@
+"""Open an Optuna storage from a URL with settings fit for several worker processes."""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+import sqlalchemy.exc
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+
+from storage.errors import StorageError
+from storage.postgres import engine_kwargs
+from storage.urls import StorageSpec, parse_storage, redact
+
+log = logging.getLogger(__name__)
+
+
+def _explain_db_error(spec: StorageSpec, e: BaseException) -> StorageError:
+    text = str(getattr(e, "orig", None) or e).strip().splitlines()
+    first = text[0] if text else type(e).__name__
+    where = spec.display
+    low = first.lower()
+    if "password authentication failed" in low:
+        msg = f"{where}: password authentication failed; check the user and password"
+    elif "does not exist" in low and "database" in low:
+        msg = f"{where}: {redact(first)}; create it (createdb) or fix the database name"
+    elif "could not connect" in low or "connection refused" in low or "timeout" in low \
+            or "could not translate host" in low:
+        msg = f"{where}: cannot reach the database server ({redact(first)}); check host and port"
+    elif "unable to open database file" in low:
+        msg = f"{where}: cannot open the SQLite file; check that its folder exists and is writable"
+    elif "upgrade" in low or "schema" in low or "version" in low:
+        msg = f"{where}: {redact(first)}; run `optuna storage upgrade --storage URL`"
+    else:
+        msg = f"{where}: {redact(first)}"
+    return StorageError(msg)
+
+
+def open_storage(url: str, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None) -> BaseStorage:
+    """Open ``url`` (postgresql://, sqlite:///, or a journal file path) as an Optuna storage."""
+    spec = parse_storage(url)
+    try:
+        if spec.kind == "journal":
+            assert spec.path is not None
+            if not spec.path.parent.exists() and str(spec.path.parent) not in ("", "."):
+                raise StorageError(f"folder {spec.path.parent} for storage {spec.path} does not "
+                                   "exist; create it or pass another path")
+            return JournalStorage(JournalFileBackend(str(spec.path)))
+        kwargs = engine_kwargs() if spec.kind == "postgresql" else {
+            "connect_args": {"timeout": 60}}  # SQLite: wait for other writers, don't fail
+        return RDBStorage(spec.url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
+                          grace_period=grace_period)
+    except StorageError:
+        raise
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
+            RuntimeError, OSError) as e:
+        raise _explain_db_error(spec, e) from e

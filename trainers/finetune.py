@@ -1,0 +1,307 @@
+"""Fine-tune one configuration: the loop that a trial runs.
+
+The loop reads like timm's outer loop but is callable: ``train_one_epoch`` and ``evaluate`` return
+metric dicts, and ``fine_tune`` validates after every epoch, hands the metrics to a ``report``
+callback (which may stop the run: that is how pruning reaches in without this package knowing
+Optuna), and keeps the best epoch's weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainers.augment import AugmentPolicy, augment_batch, check_strength
+from trainers.data import Dataset, Split
+from trainers.errors import NonFiniteLossError, TrainerError
+from trainers.metrics import METRICS, compute_metrics
+from trainers.model import ModelInfo, build_model, freeze_stages, model_state
+from trainers.preprocess import Preprocess
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[int, dict[str, float]], bool]
+"""``report(epoch, metrics) -> stop``: called after each validation; True stops the run."""
+
+NAN_CHECK_EVERY = 8  # steps between loss checks (each check syncs the device)
+EVAL_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Hyperparams:
+    """What a trial chooses. Ranges are the study's business; this only checks sanity."""
+
+    lr: float
+    freeze_depth: int = 0
+    aug_strength: float = 0.0
+    image_size: int = 28
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+
+    def check(self) -> None:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise TrainerError(f"lr must be a positive number, but got {self.lr}")
+        check_strength(self.aug_strength)
+        if not 8 <= self.image_size <= 1024:
+            raise TrainerError(f"image_size must be between 8 and 1024, but got {self.image_size}")
+        if self.weight_decay < 0:
+            raise TrainerError(f"weight_decay must be >= 0, but got {self.weight_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            raise TrainerError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What the study fixes for every trial."""
+
+    model: str
+    epochs: int
+    batch_size: int = 64
+    metric: str = "accuracy"
+    weights: str | None = None
+    weights_dir: str | None = None
+    policy: AugmentPolicy = AugmentPolicy()
+    seed: int = 0
+    warmup_fraction: float = 0.1
+
+    def check(self) -> None:
+        if self.epochs < 1:
+            raise TrainerError(f"epochs must be at least 1, but got {self.epochs}")
+        if self.batch_size < 2:
+            raise TrainerError(f"batch_size must be at least 2, but got {self.batch_size}")
+        if self.metric not in METRICS:
+            raise TrainerError(f"metric must be one of {', '.join(METRICS)}, "
+                               f"but got {self.metric!r}")
+
+
+@dataclass
+class FinetuneResult:
+    """The outcome of one run; ``state`` holds the best epoch's weights (CPU tensors)."""
+
+    model_info: ModelInfo
+    hparams: Hyperparams
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]]
+    stopped_early: bool
+    images_per_s: float
+    state: dict[str, torch.Tensor] = field(repr=False)
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+# --------------------------------------------------------------------------- device helpers
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainerError("device cuda requested but no CUDA GPU is visible; use --device cpu "
+                           "or check CUDA_VISIBLE_DEVICES")
+    return dev
+
+
+def autocast_for(device: torch.device) -> tuple[Callable[[], Any], torch.dtype | None]:
+    """bf16 autocast where the GPU supports it, fp16 (with a scaler) otherwise; none on CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext, None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return (lambda: torch.autocast("cuda", dtype=dtype)), dtype
+
+
+def place_split(split: Split, prep: Preprocess, device: torch.device) -> Split:
+    """Resize the uint8 cache once and put it on ``device`` (host memory when it won't fit)."""
+    images = prep.resize(split.images)
+    if device.type == "cuda":
+        try:
+            return Split(images.to(device), split.labels.to(device))
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            log.warning("image cache (%.0f MB) does not fit on %s; streaming batches from "
+                        "pinned host memory", images.numel() / 2**20, device)
+            return Split(images.pin_memory(), split.labels.pin_memory())
+    return Split(images, split.labels)
+
+
+# --------------------------------------------------------------------------- loop pieces
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator | None, drop_last: bool
+             ) -> Iterator[torch.Tensor]:
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        yield order[start:start + batch_size]
+
+
+def train_one_epoch(model: nn.Module, data: Split, prep: Preprocess,
+                    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, hp: Hyperparams,
+                    spec: TrainSpec, epoch: int, device: torch.device,
+                    generator: torch.Generator, aug_generator: torch.Generator | None,
+                    scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+    """One pass over the training split; returns loss and images/s."""
+    model.train()
+    autocast, _ = autocast_for(device)
+    channels_last = device.type == "cuda"
+    total = torch.zeros((), device=device)
+    seen, start = 0, time.perf_counter()
+    for step, idx in enumerate(_batches(len(data), spec.batch_size, generator, drop_last=True)):
+        images = data.images[idx.to(data.images.device)].to(device, non_blocking=True)
+        labels = data.labels[idx.to(data.labels.device)].to(device, non_blocking=True)
+        x = augment_batch(prep.to_unit(images), hp.aug_strength, spec.policy, aug_generator)
+        x = prep.normalize(x)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=hp.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        total += loss.detach() * len(idx)
+        seen += len(idx)
+        if step % NAN_CHECK_EVERY == 0 and not torch.isfinite(loss).item():
+            raise NonFiniteLossError(epoch, step, float(loss))
+    mean_loss = float(total) / max(seen, 1)
+    if not math.isfinite(mean_loss):
+        raise NonFiniteLossError(epoch, -1, mean_loss)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    return {"train_loss": mean_loss, "images_per_s": seen / elapsed if elapsed > 0 else 0.0}
+
+
+@torch.inference_mode()
+def predict_probs(model: nn.Module, images: torch.Tensor, prep: Preprocess,
+                  device: torch.device, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """Class probabilities for uint8 images already at ``prep.image_size``."""
+    model.eval()
+    autocast, _ = autocast_for(device)
+    outs = []
+    for start in range(0, images.shape[0], batch_size):
+        x = prep(images[start:start + batch_size].to(device, non_blocking=True))
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            logits = model(x)
+        outs.append(torch.softmax(logits.float(), dim=1).cpu())
+    return torch.cat(outs) if outs else torch.empty((0, 0))
+
+
+def evaluate(model: nn.Module, data: Split, prep: Preprocess, device: torch.device
+             ) -> dict[str, float]:
+    probs = predict_probs(model, data.images, prep, device)
+    return compute_metrics(probs, data.labels.cpu())
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup: int
+               ) -> torch.optim.lr_scheduler.LRScheduler:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# --------------------------------------------------------------------------- outer loop
+
+
+def fine_tune(dataset: Dataset, spec: TrainSpec, hp: Hyperparams, device: str | torch.device,
+              report: Report | None = None,
+              model_and_info: tuple[nn.Module, ModelInfo] | None = None) -> FinetuneResult:
+    """Fine-tune ``spec.model`` on ``dataset`` with ``hp``; validate and report every epoch.
+
+    The test split is never touched here. Raises ``NonFiniteLossError`` when the loss diverges.
+    """
+    spec.check()
+    hp.check()
+    dev = resolve_device(device)
+    torch.manual_seed(spec.seed)
+    if model_and_info is None:
+        model, info = build_model(spec.model, dataset.num_classes, spec.weights,
+                                  spec.weights_dir)
+    else:
+        model, info = model_and_info
+    freeze_stages(model, hp.freeze_depth, spec.model)
+    model.to(dev)
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    prep = Preprocess(hp.image_size, info.in_chans, info.mean, info.std)
+    train = place_split(dataset.train, prep, dev)
+    val = place_split(dataset.val, prep, dev)
+
+    steps_per_epoch = max(1, len(train) // spec.batch_size) if len(train) >= spec.batch_size \
+        else 1
+    total_steps = steps_per_epoch * spec.epochs
+    optimizer = torch.optim.AdamW(_param_groups(model, hp.weight_decay), lr=hp.lr)
+    scheduler = _scheduler(optimizer, total_steps, max(1, int(spec.warmup_fraction * total_steps)))
+    _, amp_dtype = autocast_for(dev)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    gen = torch.Generator().manual_seed(spec.seed)
+    aug_gen = torch.Generator(device=dev).manual_seed(spec.seed + 1)
+
+    history: list[dict[str, float]] = []
+    best_value, best_epoch = -math.inf, -1
+    best_metrics: dict[str, float] = {}
+    best_state: dict[str, torch.Tensor] = {}
+    stopped, train_time, train_images = False, 0.0, 0
+    for epoch in range(spec.epochs):
+        stats = train_one_epoch(model, train, prep, optimizer, scheduler, hp, spec, epoch, dev,
+                                gen, aug_gen, scaler)
+        train_images += steps_per_epoch * spec.batch_size
+        train_time += steps_per_epoch * spec.batch_size / max(stats["images_per_s"], 1e-9)
+        metrics = {**evaluate(model, val, prep, dev), **stats, "epoch": float(epoch)}
+        history.append(metrics)
+        value = metrics[spec.metric]
+        if value > best_value or best_epoch < 0:
+            best_value, best_epoch, best_metrics = value, epoch, metrics
+            best_state = model_state(model)
+        log.debug("epoch %d: %s", epoch, metrics)
+        if report is not None and report(epoch, metrics):
+            stopped = epoch + 1 < spec.epochs
+            break
+    return FinetuneResult(
+        model_info=info,
+        hparams=hp,
+        best_epoch=best_epoch,
+        best_metrics={k: v for k, v in best_metrics.items() if k in METRICS},
+        history=history,
+        stopped_early=stopped,
+        images_per_s=train_images / train_time if train_time > 0 else 0.0,
+        state=best_state,
+    )
