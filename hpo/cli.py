@@ -23,14 +23,17 @@ log = logging.getLogger("hpo")
 
 def _setup_logging(verbose: bool) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    worker = os.environ.get("HPO_WORKER_INDEX")
+    tag = f"[w{worker}] " if worker else ""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
+                        format=f"%(asctime)s {tag}%(message)s", datefmt="%H:%M:%S", force=True)
     for noisy in ("optuna", "timm", "urllib3", "huggingface_hub", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    optuna.logging.disable_default_handler()
+    # Our workers log one line per trial outcome themselves; Optuna's own per-trial warnings
+    # (with tracebacks for recorded failures) would repeat it.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     import warnings
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -45,15 +48,16 @@ class HpoGroup(click.Group):
         except USER_ERRORS as e:
             if ctx.find_root().params.get("debug"):
                 traceback.print_exc()
-            raise click.UsageError(str(e).splitlines()[0] if str(e) else type(e).__name__) \
-                from None
+            raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
         except KeyboardInterrupt:
             click.echo("\nInterrupted; running trials were recorded as failed.", err=True)
             ctx.exit(130)
 
 
-class _UsageErrorNoHint(click.UsageError):
-    pass
+class UserError(click.ClickException):
+    """Printed as ``Error: ...`` without the usage text (the command line itself was fine)."""
+
+    exit_code = 2
 
 
 def _float_range(text: str, name: str) -> tuple[float, float]:

@@ -84,8 +84,8 @@ def export_trial(storage_url: str, study_name: str, out: str | Path, trial: int 
             download_artifact(artifact_store=store, file_path=str(ckpt),
                               artifact_id=chosen.user_attrs[ATTR_CHECKPOINT])
         except ArtifactNotFound as e:
-            raise HpoError(f"checkpoint of trial {chosen.number} is missing from {store._base_path}"
-                           "; pass --artifacts with the folder the workers wrote to") from e
+            raise HpoError(f"checkpoint of trial {chosen.number} is missing from the artifact "
+                           "folder; pass --artifacts with the folder the workers wrote to") from e
         state, meta = load_checkpoint(ckpt)
         model = rebuild_model(state, meta)
         dataset = load_dataset(loaded.config.data, download=False)
@@ -117,7 +117,8 @@ def export_trial(storage_url: str, study_name: str, out: str | Path, trial: int 
             "versions": meta["versions"],
             "load_with_timm": (f"timm.create_model({meta['model']!r}, pretrained=True, "
                                f"num_classes={meta['num_classes']}, pretrained_cfg_overlay="
-                               "{'file': 'weights.safetensors'})"),
+                               "{'file': 'weights.safetensors', 'num_classes': "
+                               f"{meta['num_classes']}}})"),
         }
         plain = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         safetensors.torch.save_file(plain, str(staging / WEIGHTS_FILE),

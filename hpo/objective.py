@@ -1,4 +1,4 @@
-"""Bridge one Optuna trial to ``trainers.fine_tune``: sample, train, report, keep the checkpoint."""
+"""Bridge one Optuna trial to ``trainers.fine_tune``: sample, train, report, keep the best."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def run_worker(storage_url: str, study_name: str, device: str = "auto",
     loaded = load_study(storage_url, study_name, sampler_seed=None)
     study, config = loaded.study, loaded.config
     dev = resolve_device(device)
-    dataset = load_dataset(config.data, download=False)
+    dataset = load_dataset(config.data)
     bounds = config.bounds(dataset)
     store = open_artifact_store(artifacts or os.environ.get("HPO_ARTIFACTS") or config.artifacts)
     objective = Objective(config, dataset, bounds, dev, store, worker_id())

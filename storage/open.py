@@ -54,6 +54,10 @@ def open_storage(url: str, heartbeat_interval: int | None = None,
                           grace_period=grace_period)
     except StorageError:
         raise
+    except ImportError as e:
+        raise StorageError(f"{spec.display}: the database driver is not installed ({e}); "
+                           "install hpo's dependencies (pip install -e .) or use "
+                           "postgresql:// URLs") from e
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
             RuntimeError, OSError) as e:
         raise _explain_db_error(spec, e) from e

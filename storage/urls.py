@@ -45,12 +45,13 @@ def parse_storage(url: str) -> StorageSpec:
     if url.startswith(("postgresql+pg8000", "postgres+pg8000")):
         raise StorageError(
             f"{redact(url)}: the pg8000 driver is not supported; use postgresql://... "
-            "(psycopg2, installed with hpo) or postgresql+psycopg://"
+            "(psycopg 3, installed with hpo)"
         )
-    if url.startswith(("postgresql://", "postgresql+psycopg2://", "postgresql+psycopg://")):
+    if url.startswith(("postgresql+psycopg2://", "postgresql+psycopg://")):
         return StorageSpec("postgresql", url)
-    if url.startswith("postgres://"):
-        return StorageSpec("postgresql", "postgresql://" + url[len("postgres://"):])
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):  # psycopg 3, installed with hpo (SQLAlchemy's default varies)
+            return StorageSpec("postgresql", "postgresql+psycopg://" + url[len(scheme):])
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
         return StorageSpec("sqlite", url, path)

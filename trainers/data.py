@@ -152,7 +152,8 @@ def load_npz(path: str | Path) -> Dataset:
             images = _to_nchw(npz[f"{s}_images"], path, f"{s}_images")
             labels = _labels(npz[f"{s}_labels"], path, f"{s}_labels")
             if len(images) != len(labels):
-                raise TrainerError(f"{path}: {s} has {len(images)} images but {len(labels)} labels")
+                raise TrainerError(f"{path}: {s} has {len(images)} images but "
+                                   f"{len(labels)} labels")
             splits[s] = Split(images, labels)
     shapes = {tuple(sp.images.shape[1:]) for sp in splits.values()}
     if len(shapes) != 1:
@@ -182,7 +183,7 @@ def _read_image(path: Path) -> np.ndarray:
             if im.mode not in ("L", "RGB"):
                 im = im.convert("RGB" if im.mode in ("RGBA", "P", "CMYK", "YCbCr", "LA") or
                                 len(im.getbands()) >= 3 else "L")
-            return np.asarray(im, dtype=np.uint8)
+            return np.array(im, dtype=np.uint8)  # a writable copy for torch
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise TrainerError(f"cannot read image {path} ({e}); delete or replace the file") from e
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class TrainerError(Exception):
-    """A bad input to fine-tuning (data, model, weights, hyperparameters); the message says the fix."""
+    """A bad input to fine-tuning (data, model, weights, hyperparameters); says the fix."""
 
 
 class NonFiniteLossError(TrainerError):

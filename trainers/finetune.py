@@ -161,7 +161,8 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None, drop_la
 
 
 def train_one_epoch(model: nn.Module, data: Split, prep: Preprocess,
-                    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, hp: Hyperparams,
+                    optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, hp: Hyperparams,
                     spec: TrainSpec, epoch: int, device: torch.device,
                     generator: torch.Generator, aug_generator: torch.Generator | None,
                     scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:

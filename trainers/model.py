@@ -93,15 +93,8 @@ def build_model(name: str, num_classes: int, weights: str | None = None,
             if not path.is_file():
                 raise TrainerError(f"weights file {path} does not exist; pass an existing "
                                    ".safetensors or .pth file, or --weights none")
-            try:
-                model = timm.create_model(name, pretrained=True,
-                                          pretrained_cfg_overlay={"file": str(path)}, **kwargs)
-            except (RuntimeError, KeyError, ValueError, OSError) as e:
-                first = str(e).strip().splitlines()[0][:200]
-                raise TrainerError(
-                    f"weights file {path} does not fit model {name} ({first}); pass the "
-                    "weights saved for this architecture"
-                ) from e
+            model = timm.create_model(name, pretrained=False, **kwargs)
+            load_weights_file(model, path, name)
             source = str(path)
         else:
             try:
@@ -126,6 +119,43 @@ def build_model(name: str, num_classes: int, weights: str | None = None,
     )
     log.debug("built %s with %s weights", name, source)
     return model, info
+
+
+def _head_keys(model: nn.Module) -> set[str]:
+    names = _pretrained_cfg(model).get("classifier") or ()
+    names = (names,) if isinstance(names, str) else tuple(names)
+    return {f"{n}.{p}" for n in names for p in ("weight", "bias")}
+
+
+def load_weights_file(model: nn.Module, path: Path, name: str) -> None:
+    """Load every backbone tensor from ``path``; only the classifier may be absent or differ.
+
+    timm's own file loading turns ``strict`` off whenever the class count changes, which would
+    silently keep random weights for a file of another architecture; this refuses instead.
+    """
+    try:
+        state = timm.models.load_state_dict(str(path), weights_only=True)
+    except Exception as e:  # safetensors/torch raise many types for unreadable files
+        raise TrainerError(f"cannot read weights file {path} ({type(e).__name__}: "
+                           f"{str(e)[:120]}); pass a .safetensors or state-dict .pth") from e
+    head = _head_keys(model)
+    state = {k: v for k, v in state.items() if k not in head}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        first = str(e).strip().splitlines()[-1].strip()[:160]
+        raise TrainerError(f"weights file {path} does not fit model {name} ({first}); pass "
+                           "the weights saved for this architecture") from e
+    missing = [k for k in result.missing_keys
+               if k not in head and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in result.unexpected_keys if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        example = (missing or unexpected)[0]
+        raise TrainerError(
+            f"weights file {path} does not fit model {name} ({len(missing)} missing and "
+            f"{len(unexpected)} unexpected tensors, e.g. {example}); pass the weights saved "
+            "for this architecture"
+        )
 
 
 def reset_head(model: nn.Module) -> None:

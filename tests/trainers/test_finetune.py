@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainers import Hyperparams, NonFiniteLossError, TrainSpec, fine_tune, load_npz
+from trainers.data import Dataset, Split
+
+
+@pytest.fixture(scope="module")
+def small_breast(breast_npz: Path) -> Dataset:
+    ds = load_npz(breast_npz)
+    return Dataset(ds.source, ds.classes, Split(ds.train.images[:192], ds.train.labels[:192]),
+                   ds.val, None)
+
+
+def test_reports_every_epoch_and_keeps_the_best(small_breast: Dataset) -> None:
+    seen: list[tuple[int, dict[str, float]]] = []
+
+    def report(epoch: int, metrics: dict[str, float]) -> bool:
+        seen.append((epoch, metrics))
+        return False
+
+    spec = TrainSpec("test_resnet", epochs=3, batch_size=32, weights="none", metric="auroc")
+    r = fine_tune(small_breast, spec, Hyperparams(lr=1e-3, freeze_depth=1, aug_strength=0.3,
+                                                  image_size=32), "cpu", report=report)
+    assert [e for e, _ in seen] == [0, 1, 2]
+    assert all({"accuracy", "balanced_accuracy", "auroc", "train_loss"} <= set(m)
+               for _, m in seen)
+    best = max(range(3), key=lambda e: seen[e][1]["auroc"])
+    assert r.best_epoch == best and r.best_metrics["auroc"] == seen[best][1]["auroc"]
+    assert not r.stopped_early and r.epochs_run == 3 and r.images_per_s > 0
+    assert all(torch.isfinite(v.float()).all() for v in r.state.values())
+
+
+def test_report_can_stop_the_run(small_breast: Dataset) -> None:
+    spec = TrainSpec("test_resnet", epochs=5, batch_size=32, weights="none")
+    r = fine_tune(small_breast, spec, Hyperparams(lr=1e-3, image_size=28), "cpu",
+                  report=lambda epoch, m: epoch == 1)
+    assert r.stopped_early and r.epochs_run == 2
+
+
+def test_diverging_loss_stops_with_a_reason(small_breast: Dataset) -> None:
+    spec = TrainSpec("test_resnet", epochs=5, batch_size=32, weights="none")
+    with pytest.raises(NonFiniteLossError, match="training loss became") as e:
+        fine_tune(small_breast, spec, Hyperparams(lr=1e12, image_size=28,
+                                                  label_smoothing=0.0), "cpu")
+    assert e.value.epoch <= 1 and not math.isfinite(e.value.loss)
