@@ -65,9 +65,9 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         hp = sample(trial, self.bounds)
         seed = self.config.seed + trial.number
-        for key, value in ((ATTR_SEED, seed), (ATTR_DEVICE, str(self.device)),
-                           (ATTR_WORKER, self.worker_id), (ATTR_HPARAMS, hp.to_dict())):
-            trial.set_user_attr(key, value)
+        for key, attr in ((ATTR_SEED, seed), (ATTR_DEVICE, str(self.device)),
+                          (ATTR_WORKER, self.worker_id), (ATTR_HPARAMS, hp.to_dict())):
+            trial.set_user_attr(key, attr)
         if self._over_budget(trial):
             trial.set_user_attr(ATTR_REASON, "study budget already reached when it started")
             raise TrialFailed("budget reached")

@@ -59,7 +59,7 @@ class SearchSpace:
         return cls(lr=tuple(d["lr"]), freeze_depth=tuple(fd) if fd is not None else None,
                    aug_strength=tuple(d["aug_strength"]),
                    image_sizes=tuple(d.get("image_sizes", ())),
-                   weight_decay=float(d.get("weight_decay", 0.05)))  # type: ignore[arg-type]
+                   weight_decay=float(d.get("weight_decay", 0.05)))
 
 
 @dataclass(frozen=True)

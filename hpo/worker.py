@@ -89,12 +89,12 @@ def run_worker(storage_url: str, study_name: str, device: str = "auto",
                                    f"{type(e).__name__}: {e}); fix the cause and restart the "
                                    "worker") from e
             summary.ran += 1
-            last = _my_last_trial(study, objective.worker_id)
-            if last is not None:
-                _log_outcome(last, config.metric)
-                if last.state == TrialState.COMPLETE:
+            mine = _my_last_trial(study, objective.worker_id)
+            if mine is not None:
+                _log_outcome(mine, config.metric)
+                if mine.state == TrialState.COMPLETE:
                     summary.complete += 1
-                elif last.state == TrialState.PRUNED:
+                elif mine.state == TrialState.PRUNED:
                     summary.pruned += 1
                 else:
                     summary.failed += 1

@@ -45,7 +45,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise TrainerError(f"{path} is not a readable safetensors checkpoint ({e})") from e
     if raw is None:
         raise TrainerError(f"{path} has no hpo metadata; it was not written by hpo")
-    return json.loads(raw)  # type: ignore[no-any-return]
+    meta: dict[str, Any] = json.loads(raw)
+    return meta
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -96,7 +96,8 @@ class Dataset:
 
 def _catalog() -> dict[str, Any]:
     text = resources.files("trainers").joinpath("medmnist_catalog.json").read_text()
-    return json.loads(text)  # type: ignore[no-any-return]
+    catalog: dict[str, Any] = json.loads(text)
+    return catalog
 
 
 def _to_nchw(images: np.ndarray, path: str, key: str) -> torch.Tensor:
@@ -180,10 +181,11 @@ def _read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode not in ("L", "RGB"):
-                im = im.convert("RGB" if im.mode in ("RGBA", "P", "CMYK", "YCbCr", "LA") or
-                                len(im.getbands()) >= 3 else "L")
-            return np.array(im, dtype=np.uint8)  # a writable copy for torch
+            image: Image.Image = im
+            if image.mode not in ("L", "RGB"):
+                image = image.convert("RGB" if image.mode in ("RGBA", "P", "CMYK", "YCbCr")
+                                      or len(image.getbands()) >= 3 else "L")
+            return np.array(image, dtype=np.uint8)  # a writable copy for torch
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise TrainerError(f"cannot read image {path} ({e}); delete or replace the file") from e
 
