@@ -83,6 +83,22 @@ def _int_range(text: str, name: str) -> tuple[int, int]:
                                  param_hint=name) from None
 
 
+def parse_duration(text: str | None, name: str = "--time-limit") -> float | None:
+    """``90``, ``90s``, ``30m``, ``2h`` -> seconds."""
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m or 2h",
+                                 param_hint=name) from None
+    if value <= 0:
+        raise click.BadParameter(f"{text!r} must be positive", param_hint=name)
+    return value
+
+
 def _sizes(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(s) for s in text.replace(" ", "").split(",") if s)
@@ -135,6 +151,14 @@ def study_options(f: F) -> F:
         click.option("--artifacts", default=None, metavar="DIR",
                      help="Checkpoint folder (default: beside the storage file, or "
                           "./hpo-artifacts for servers; $HPO_ARTIFACTS)."),
+        click.option("--heartbeat-interval", type=int, default=20, show_default=True,
+                     help="Seconds between heartbeats of running trials (database stores)."),
+        click.option("--grace-period", type=int, default=60, show_default=True,
+                     help="A trial silent this long is failed and retried."),
+        click.option("--max-retries", type=int, default=1, show_default=True,
+                     help="Retries of a trial whose worker died or was preempted."),
+        click.option("--time-limit", "study_time_limit", default=None, metavar="DURATION",
+                     help="No new trials after this long from study creation (30m, 2h)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -154,7 +178,10 @@ def _config_from(p: dict[str, Any]) -> Any:
     return StudyConfig(data=p["data"], model=p["model"], weights=p["weights"],
                        epochs=p["epochs"], batch_size=p["batch_size"], trials=p["trials"],
                        metric=p["metric"], pruner=p["pruner"], sampler=p["sampler"],
-                       seed=p["seed"], hflip=p["hflip"], vflip=p["vflip"], space=space)
+                       seed=p["seed"], hflip=p["hflip"], vflip=p["vflip"], space=space,
+                       heartbeat_interval=p["heartbeat_interval"],
+                       grace_period=p["grace_period"], max_retries=p["max_retries"],
+                       time_limit=parse_duration(p["study_time_limit"]))
 
 
 def _storage(url: str | None) -> str:
@@ -190,11 +217,9 @@ def run(ctx: click.Context, storage: str | None, study_name: str | None, workers
         device: str, out: str | None, **params: Any) -> None:
     """Create or resume a study, run local workers until the budget is spent, export the best."""
     from hpo.export import _check_out_dir, export_trial
-    from hpo.launcher import run_local_workers
+    from hpo.launcher import Launcher, local_slots
     from hpo.study import create_or_resume, default_study_name
 
-    if workers < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--workers")
     if device not in ("auto", "cpu", "cuda"):
         raise click.BadParameter(f"{device!r} is not auto, cpu or cuda", param_hint="--device")
     if out:
@@ -203,6 +228,7 @@ def run(ctx: click.Context, storage: str | None, study_name: str | None, workers
         _check_out_dir(Path(out))
     url = _storage(storage)
     config = _config_from(params)
+    slots = local_slots(workers, device)
     name = study_name or default_study_name(config.data, config.model)
     loaded, created = create_or_resume(url, name, config, params["artifacts"])
     from hpo.progress import progress_of
@@ -212,11 +238,10 @@ def run(ctx: click.Context, storage: str | None, study_name: str | None, workers
     verb = "Created" if created else f"Resuming ({p.finished} trials finished)"
     click.echo(f"{verb} study {name!r} in {redact(url)}; {workers} worker(s), "
                f"budget {loaded.config.trials} trials", err=True)
-    failed = run_local_workers(url, name, workers, device, ctx.obj["verbose"])
+    failed = Launcher(url, name, slots, ctx.obj["verbose"]).run()
     _print_best(url, name)
     if failed:
-        click.echo(f"Warning: {failed} worker(s) exited with an error; see the log above.",
-                   err=True)
+        click.echo(f"Warning: {failed} worker slot(s) gave up; see the log above.", err=True)
     if out:
         result = export_trial(url, name, out, artifacts=params["artifacts"])
         _print_export(result)
@@ -314,6 +339,65 @@ def study_show(name: str, storage: str | None, as_json: bool) -> None:
     _print_best(url, name)
 
 
+@study.command("enqueue")
+@click.argument("name")
+@click.argument("params", nargs=-1, required=True, metavar="KEY=VALUE...")
+@storage_option
+def study_enqueue(name: str, params: tuple[str, ...], storage: str | None) -> None:
+    """Queue a known configuration (e.g. lr=1e-3 freeze_depth=2 aug_strength=0.3
+    image_size=64); it runs exactly once, before new samples. Unset keys are sampled."""
+    from hpo.study import enqueue
+
+    values: dict[str, str] = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="PARAMS")
+        values[key.strip()] = value.strip()
+    number = enqueue(_storage(storage), name, values)
+    click.echo(f"Queued {', '.join(f'{k}={v}' for k, v in values.items())} in study {name!r} "
+               f"(trial {number})")
+
+
+@main.group()
+def db() -> None:
+    """Check or upgrade the study database."""
+
+
+def _print_status(status: Any, url: str) -> None:
+    from storage import redact
+
+    click.echo(f"storage: {status.location} ({status.kind})")
+    if status.schema != "n/a":
+        click.echo(f"schema: {status.schema} (database {status.schema_version or 'empty'}, "
+                   f"this Optuna {status.expected_version})")
+    if status.studies is not None:
+        click.echo(f"studies: {status.studies}, trials: {status.trials}")
+    if not status.ok:
+        raise UserError(f"{status.location}: {status.advice(redact(url))}")
+
+
+@db.command("check")
+@storage_option
+def db_check(storage: str | None) -> None:
+    """Is the storage reachable, is its schema current, how much does it hold?"""
+    from storage import check_db
+
+    url = _storage(storage)
+    _print_status(check_db(url), url)
+
+
+@db.command("upgrade")
+@storage_option
+def db_upgrade(storage: str | None) -> None:
+    """Upgrade the database schema to this Optuna's (wraps Optuna's migration)."""
+    from storage import upgrade_db
+
+    url = _storage(storage)
+    _print_status(upgrade_db(url), url)
+    click.echo("schema is current")
+
+
 @main.command()
 @storage_option
 @click.option("--study", "study_name", required=True)
@@ -321,17 +405,49 @@ def study_show(name: str, storage: str | None, as_json: bool) -> None:
 @click.option("--trials", type=int, default=None, help="Stop this worker after N trials.")
 @click.option("--threads", type=int, default=None, help="CPU threads for this process.")
 @click.option("--artifacts", default=None, metavar="DIR", help="Override the checkpoint folder.")
+@click.option("--time-limit", default=None, metavar="DURATION",
+              help="Start no new trial after this long (30m, 2h).")
 @click.option("--verbose", is_flag=True, hidden=True)
 def worker(storage: str | None, study_name: str, device: str, trials: int | None,
-           threads: int | None, artifacts: str | None, verbose: bool) -> None:
+           threads: int | None, artifacts: str | None, time_limit: str | None,
+           verbose: bool) -> None:
     """Run trials of an existing study until its budget is spent."""
     from hpo.worker import run_worker
 
     if verbose:
         logging.getLogger().setLevel(logging.DEBUG)
-    summary = run_worker(_storage(storage), study_name, device, trials, threads, artifacts)
-    log.info("worker done: %d trials (%d complete, %d pruned, %d failed)", summary.ran,
-             summary.complete, summary.pruned, summary.failed)
+    summary = run_worker(_storage(storage), study_name, device, trials, threads, artifacts,
+                         parse_duration(time_limit))
+    log.info("worker done (%s): %d trials (%d complete, %d pruned, %d failed)",
+             summary.stopped_by, summary.ran, summary.complete, summary.pruned, summary.failed)
+
+
+@main.command()
+@storage_option
+@click.option("--study", "study_name", required=True)
+@click.option("--gpus", default="all", show_default=True,
+              help="GPUs to use: all, none, or a list such as 0,1.")
+@click.option("--workers-per-gpu", type=int, default=1, show_default=True,
+              help="Trials running at once on each GPU (small images rarely fill one).")
+@click.option("--cpu-workers", type=int, default=0, show_default=True,
+              help="Additional CPU-only workers.")
+@click.option("--time-limit", default=None, metavar="DURATION",
+              help="Workers start no new trial after this long.")
+@click.pass_context
+def launch(ctx: click.Context, storage: str | None, study_name: str, gpus: str,
+           workers_per_gpu: int, cpu_workers: int, time_limit: str | None) -> None:
+    """Start one worker per GPU slot on this machine; restart crashed ones; stop cleanly."""
+    from hpo.launcher import Launcher, plan_slots
+
+    url = _storage(storage)
+    slots = plan_slots(None if gpus == "none" else gpus, workers_per_gpu, cpu_workers)
+    click.echo(f"Launching {len(slots)} worker(s): {', '.join(s.label for s in slots)}",
+               err=True)
+    gave_up = Launcher(url, study_name, slots, ctx.obj["verbose"],
+                       parse_duration(time_limit)).run()
+    _print_best(url, study_name)
+    if gave_up:
+        raise UserError(f"{gave_up} worker slot(s) gave up after repeated crashes; see the log")
 
 
 @main.command()

@@ -37,6 +37,10 @@ class StudyConfig:
     hflip: bool = True
     vflip: bool = False
     artifacts: str = ""
+    heartbeat_interval: int = 20  # seconds between a running trial's heartbeats (databases)
+    grace_period: int = 60  # a trial silent this long is failed and retried
+    max_retries: int = 1  # retries of a trial whose worker died or was preempted
+    time_limit: float | None = None  # seconds from study creation; no new trials after it
     space: SearchSpace = field(default_factory=SearchSpace)
     version: int = CONFIG_VERSION
 
@@ -55,6 +59,16 @@ class StudyConfig:
         if self.pruner not in PRUNERS:
             raise HpoError(f"pruner must be one of {', '.join(PRUNERS)}, but got "
                            f"{self.pruner!r}")
+        if self.heartbeat_interval < 1:
+            raise HpoError(f"heartbeat interval must be at least 1 s, but got "
+                           f"{self.heartbeat_interval}")
+        if self.grace_period <= self.heartbeat_interval:
+            raise HpoError(f"grace period ({self.grace_period} s) must be longer than the "
+                           f"heartbeat interval ({self.heartbeat_interval} s); use at least 3x")
+        if self.max_retries < 0:
+            raise HpoError(f"max retries must be >= 0, but got {self.max_retries}")
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise HpoError(f"time limit must be positive, but got {self.time_limit}")
         if self.sampler not in SAMPLERS:
             raise HpoError(f"sampler must be one of {', '.join(SAMPLERS)}, but got "
                            f"{self.sampler!r}")

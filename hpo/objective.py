@@ -6,6 +6,7 @@ import logging
 import os
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -19,6 +20,7 @@ from hpo.config import StudyConfig
 from hpo.space import SpaceBounds, sample
 from trainers import Dataset, FinetuneResult, NonFiniteLossError, fine_tune
 from trainers.checkpoint import save_checkpoint
+from trainers.finetune import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ ATTR_HPARAMS = "hpo.hparams"
 ATTR_CHECKPOINT = "hpo.checkpoint"
 ATTR_REASON = "hpo.reason"
 ATTR_SECONDS = "hpo.seconds"
+ATTR_RESUMED = "hpo.resumed_from"
+ATTR_RETRY_OF = "hpo.retry_of"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -45,17 +49,55 @@ def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
 
 
+def _system_attrs(trial: optuna.Trial) -> dict[str, Any]:
+    return trial.study._storage.get_trial_system_attrs(trial._trial_id)
+
+
+def retry_history(trial: optuna.Trial) -> list[int]:
+    """Numbers of the failed trials this one retries (Optuna's retry callback records them)."""
+    return list(_system_attrs(trial).get("retry_history") or [])
+
+
+def origin_number(trial: optuna.Trial) -> int:
+    return int(_system_attrs(trial).get("failed_trial", trial.number))
+
+
 class Objective:
     """Callable objective for one worker: data is loaded once and reused by every trial."""
 
     def __init__(self, config: StudyConfig, dataset: Dataset, bounds: SpaceBounds,
-                 device: torch.device, artifact_store: ArtifactStore, worker_id: str) -> None:
+                 device: torch.device, artifact_store: ArtifactStore, worker_id: str,
+                 resume_dir: Path | None = None) -> None:
         self.config = config
         self.dataset = dataset
         self.bounds = bounds
         self.device = device
         self.artifact_store = artifact_store
         self.worker_id = worker_id
+        self.resume_dir = resume_dir
+
+    def resume_path(self, trial: optuna.Trial) -> Path | None:
+        """One file per original trial: its retries find it under the same name."""
+        if self.resume_dir is None:
+            return None
+        return self.resume_dir / trial.study.study_name / f"trial-{origin_number(trial)}.pt"
+
+    def _load_resume(self, trial: optuna.Trial, path: Path | None) -> TrainState | None:
+        history = retry_history(trial)
+        if history:
+            trial.set_user_attr(ATTR_RETRY_OF, history)
+        if path is None or not history or not path.is_file():
+            return None
+        try:
+            state = TrainState.load(path)
+        except Exception as e:  # a torn or foreign file: start over rather than fail the trial
+            log.warning("cannot resume trial %d from %s (%s); starting over", trial.number,
+                        path, e)
+            return None
+        trial.set_user_attr(ATTR_RESUMED, {"trial": history[-1], "epoch": state.epoch})
+        log.info("trial %d resumes trial %d after epoch %d", trial.number, history[-1],
+                 state.epoch)
+        return state
 
     def _over_budget(self, trial: optuna.Trial) -> bool:
         """Exact budget: a trial started while the study already had N others counted fails."""
@@ -63,8 +105,10 @@ class Objective:
         return len(ahead) >= self.config.trials
 
     def __call__(self, trial: optuna.Trial) -> float:
+        if trial.user_attrs.get(ATTR_REASON):  # copied from the trial this one retries
+            trial.set_user_attr(ATTR_REASON, None)
         hp = sample(trial, self.bounds)
-        seed = self.config.seed + trial.number
+        seed = self.config.seed + origin_number(trial)  # a retry trains like its original
         for key, attr in ((ATTR_SEED, seed), (ATTR_DEVICE, str(self.device)),
                           (ATTR_WORKER, self.worker_id), (ATTR_HPARAMS, hp.to_dict())):
             trial.set_user_attr(key, attr)
@@ -73,17 +117,31 @@ class Objective:
             raise TrialFailed("budget reached")
         metric = self.config.metric
         started = time.perf_counter()
+        path = self.resume_path(trial)
+        resume = self._load_resume(trial, path)
+        if resume is not None:  # the pruner sees the resumed epochs as if they ran here
+            for past in resume.history:
+                trial.report(past[metric], int(past["epoch"]))
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
             trial.report(metrics[metric], epoch)
+            trial.set_user_attr(ATTR_EPOCHS, epoch + 1)
             return trial.should_prune()
+
+        def checkpoint(state: TrainState) -> None:
+            assert path is not None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            state.save(path)
 
         try:
             result = fine_tune(self.dataset, self.config.train_spec(seed), hp, self.device,
-                               report=report)
+                               report=report, resume=resume,
+                               checkpoint=checkpoint if path is not None else None)
         except NonFiniteLossError as e:
             trial.set_user_attr(ATTR_REASON, str(e))
+            self._drop_resume(path)
             raise TrialFailed(str(e)) from e
+        self._drop_resume(path)  # finished: nothing left to resume
         seconds = time.perf_counter() - started
         self._record(trial, result, seconds)
         value = result.best_metrics[metric]
@@ -96,6 +154,11 @@ class Objective:
         if self._improves(trial, value):
             self._store_checkpoint(trial, result)
         return value
+
+    @staticmethod
+    def _drop_resume(path: Path | None) -> None:
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     def _record(self, trial: optuna.Trial, result: FinetuneResult, seconds: float) -> None:
         trial.set_user_attr(ATTR_BEST_EPOCH, result.best_epoch)

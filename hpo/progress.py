@@ -54,17 +54,19 @@ class ProgressView:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.started = time.monotonic()
-        self._last: Progress | None = None
+        self._last: tuple[Progress, str] | None = None
 
-    def update(self, p: Progress) -> None:
+    def update(self, p: Progress, extra: str = "") -> None:
         line = p.line(self.metric, time.monotonic() - self.started)
+        if extra:
+            line += f" | {extra}"
         if self.tty:
             self.stream.write("\r\x1b[2K" + line)
             self.stream.flush()
-        elif p != self._last:
+        elif (p, extra) != self._last:
             self.stream.write(line + "\n")
             self.stream.flush()
-        self._last = p
+        self._last = (p, extra)
 
     def close(self) -> None:
         if self.tty:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from storage import ENV_ARTIFACTS, default_artifact_dir, open_storage, redact
 from trainers import Dataset, load_dataset
 
 log = logging.getLogger(__name__)
+
+CREATED_ATTR = "hpo.created_at"
 
 # Settings that define what a study is; resuming with different ones would mix experiments.
 IDENTITY_FIELDS = ("data", "model", "weights", "epochs", "batch_size", "metric", "space",
@@ -78,6 +81,7 @@ def create_study(storage_url: str, name: str, config: StudyConfig,
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     try:
         study.set_user_attr(CONFIG_ATTR, config.to_json())
+        study.set_user_attr(CREATED_ATTR, time.time())
         study.enqueue_trial(default_params(bounds), user_attrs={"hpo.origin": "default"})
     except BaseException:
         optuna.delete_study(study_name=name, storage=storage)
@@ -104,6 +108,46 @@ def load_study(storage_url: str, name: str, sampler_seed: int | None = None,
                               sampler=config.make_sampler(sampler_seed),
                               pruner=config.make_pruner())
     return LoadedStudy(study, config, storage_url)
+
+
+def study_deadline(loaded: LoadedStudy) -> float | None:
+    """Wall-clock time (epoch seconds) after which no worker starts a trial, or None."""
+    if loaded.config.time_limit is None:
+        return None
+    created = float(loaded.study.user_attrs.get(CREATED_ATTR, time.time()))
+    return created + loaded.config.time_limit
+
+
+ENQUEUE_KEYS = {"lr": float, "freeze_depth": int, "aug_strength": float, "image_size": int}
+
+
+def enqueue(storage_url: str, name: str, values: dict[str, str]) -> int:
+    """Queue a configuration, checked against the study's space; returns its trial number.
+
+    Optuna hands a WAITING trial to exactly one worker (a row lock on databases, the file
+    lock on the journal), so it runs once however many workers start together.
+    """
+    loaded = load_study(storage_url, name)
+    unknown = sorted(set(values) - set(ENQUEUE_KEYS))
+    if unknown:
+        raise HpoError(f"unknown parameter {unknown[0]!r}; use {', '.join(ENQUEUE_KEYS)}")
+    params: dict[str, float | int] = {}
+    for key, text in values.items():
+        try:
+            params[key] = ENQUEUE_KEYS[key](text)
+        except ValueError as e:
+            raise HpoError(f"{key}={text!r} is not a valid {ENQUEUE_KEYS[key].__name__}") from e
+    bounds = loaded.config.bounds(load_dataset(loaded.config.data))
+    ranges = {"lr": bounds.lr, "freeze_depth": bounds.freeze_depth,
+              "aug_strength": bounds.aug_strength}
+    for key, (lo, hi) in ranges.items():
+        if key in params and not lo <= params[key] <= hi:
+            raise HpoError(f"{key}={params[key]} is outside the study's range {lo}..{hi}")
+    if "image_size" in params and params["image_size"] not in bounds.image_sizes:
+        raise HpoError(f"image_size={params['image_size']} is not one of the study's sizes "
+                       f"{', '.join(map(str, bounds.image_sizes))}")
+    loaded.study.enqueue_trial(params, user_attrs={"hpo.origin": "enqueued"})
+    return loaded.study.get_trials(deepcopy=False)[-1].number
 
 
 def create_or_resume(storage_url: str, name: str, config: StudyConfig,

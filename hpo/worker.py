@@ -1,5 +1,12 @@
 """One worker process: load the study and its data once, then run trials until the budget is
-spent (for the whole study, across all workers and machines)."""
+spent (for the whole study, across all workers and machines).
+
+Failure handling, all through Optuna's own machinery: database stores send heartbeats, and a
+worker that finds a trial silent for the grace period fails it and Optuna's
+``RetryHeartbeatStaleTrialCallback`` queues a retry with the same hyperparameters; SIGTERM or
+SIGINT (preemption, Ctrl-C) fails the running trial and queues its retry at once; the retry
+resumes from the last epoch checkpoint. Storage outages are waited out with backoff.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +14,32 @@ import logging
 import os
 import signal
 import socket
+import time
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import optuna
+import sqlalchemy.exc
 import torch
-from optuna.trial import TrialState
+from optuna.exceptions import ExperimentalWarning, StorageInternalError
+from optuna.storages import fail_stale_trials
+from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import HpoError
-from hpo.objective import ATTR_REASON, Objective, TrialFailed, counted_trials
-from hpo.study import load_study
-from storage import open_artifact_store
+from hpo.objective import ATTR_REASON, ATTR_WORKER, Objective, TrialFailed, counted_trials
+from hpo.study import LoadedStudy, load_study, study_deadline
+from storage import open_artifact_store, open_storage, retry_callback
 from trainers import load_dataset, resolve_device
 
 log = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_ERRORS = 3
+STORAGE_ERRORS = (StorageInternalError, sqlalchemy.exc.OperationalError,
+                  sqlalchemy.exc.InterfaceError)
+STORAGE_RETRY_DELAYS = (1, 2, 4, 8, 15, 30, 30, 30, 30, 30)  # ~3 minutes in all
 
 
 @dataclass
@@ -32,14 +49,15 @@ class WorkerSummary:
     pruned: int = 0
     failed: int = 0
     interrupted: bool = False
+    stopped_by: str = "budget"
 
 
-class _Stop(KeyboardInterrupt):
-    """Raised from SIGTERM so Optuna marks the running trial FAIL instead of leaving it RUNNING."""
+class Stop(KeyboardInterrupt):
+    """Raised by SIGTERM so Optuna marks the running trial FAIL instead of leaving it RUNNING."""
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Stop()
+    raise Stop()
 
 
 def worker_id() -> str:
@@ -50,65 +68,149 @@ def budget_left(study: optuna.Study, trials: int) -> int:
     return trials - len(counted_trials(study))
 
 
+def open_worker_study(storage_url: str, study_name: str) -> LoadedStudy:
+    """Load the study's config, then reopen the storage with the study's heartbeat settings."""
+    config = load_study(storage_url, study_name).config
+    storage = open_storage(storage_url, heartbeat_interval=config.heartbeat_interval,
+                           grace_period=config.grace_period, max_retry=config.max_retries)
+    return load_study(storage_url, study_name, sampler_seed=None, storage=storage)
+
+
+def fail_and_retry(study: optuna.Study, trial: FrozenTrial, reason: str,
+                   max_retries: int) -> None:
+    """Record why ``trial`` stopped, make sure it is FAIL, and queue Optuna's retry of it."""
+    storage = study._storage
+    storage.set_trial_user_attr(trial._trial_id, ATTR_REASON, reason)
+    if trial.state == TrialState.RUNNING:
+        try:
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return  # another process finished or failed it meanwhile (and retried it)
+    retry_callback(max_retries)(study, storage.get_trial(trial._trial_id))
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    if is_heartbeat_enabled(study._storage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            fail_stale_trials(study)
+
+
 def run_worker(storage_url: str, study_name: str, device: str = "auto",
                max_trials: int | None = None, threads: int | None = None,
-               artifacts: str | None = None) -> WorkerSummary:
-    """Run trials until the study's budget (or this worker's ``max_trials``) is reached."""
+               artifacts: str | None = None, time_limit: float | None = None) -> WorkerSummary:
+    """Run trials until the study's budget, its time limit, or this worker's limits."""
     if threads:
         torch.set_num_threads(threads)
-    loaded = load_study(storage_url, study_name, sampler_seed=None)
+    loaded = open_worker_study(storage_url, study_name)
     study, config = loaded.study, loaded.config
     dev = resolve_device(device)
     dataset = load_dataset(config.data)
     bounds = config.bounds(dataset)
-    store = open_artifact_store(artifacts or os.environ.get("HPO_ARTIFACTS") or config.artifacts)
-    objective = Objective(config, dataset, bounds, dev, store, worker_id())
+    artifact_dir = Path(artifacts or os.environ.get("HPO_ARTIFACTS") or config.artifacts)
+    store = open_artifact_store(artifact_dir)
+    objective = Objective(config, dataset, bounds, dev, store, worker_id(),
+                          resume_dir=artifact_dir / "resume")
+    deadline = study_deadline(loaded)
+    if time_limit is not None:
+        deadline = min(deadline or float("inf"), time.time() + time_limit)
     summary = WorkerSummary()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    errors = 0
+    errors, outage = 0, 0
     try:
-        while budget_left(study, config.trials) > 0:
-            if max_trials is not None and summary.ran >= max_trials:
-                break
+        while True:
             try:
+                _fail_stale(study)
+                if deadline is not None and time.time() >= deadline:
+                    summary.stopped_by = "time limit"
+                    break
+                if max_trials is not None and summary.ran >= max_trials:
+                    summary.stopped_by = "worker trial limit"
+                    break
+                if budget_left(study, config.trials) <= 0:
+                    if is_heartbeat_enabled(study._storage) and _others_running(study):
+                        # a running trial may still die and come back as a retry: stay until
+                        # it finishes or its heartbeat goes stale
+                        time.sleep(min(5.0, config.heartbeat_interval))
+                        continue
+                    break
                 study.optimize(objective, n_trials=1, catch=(TrialFailed,),
                                gc_after_trial=False, show_progress_bar=False)
-                errors = 0
+                errors, outage = 0, 0
             except KeyboardInterrupt:
                 summary.interrupted = True
+                summary.stopped_by = "signal"
+                _retry_mine(study, objective.worker_id, config.max_retries,
+                            "interrupted (SIGTERM/SIGINT, e.g. preemption)")
                 break
-            except Exception as e:  # a bug or resource problem; Optuna recorded the FAIL
+            except STORAGE_ERRORS as e:
+                if outage >= len(STORAGE_RETRY_DELAYS):
+                    raise HpoError(f"storage unreachable for minutes ({e}); check the database "
+                                   "server and restart the worker") from e
+                delay = STORAGE_RETRY_DELAYS[outage]
+                outage += 1
+                log.warning("storage error (%s); retrying in %d s", type(e).__name__, delay)
+                time.sleep(delay)
+                _retry_mine_quietly(study, objective.worker_id, config.max_retries,
+                                    f"storage error: {type(e).__name__}")
+                continue
+            except Exception as e:  # a bug or a resource problem: Optuna recorded the FAIL
                 errors += 1
-                last = study.get_trials(deepcopy=False)[-1]
-                if last.state == TrialState.FAIL and ATTR_REASON not in last.user_attrs:
-                    study._storage.set_trial_user_attr(last._trial_id, ATTR_REASON,
-                                                       f"{type(e).__name__}: {e}")
                 log.error("trial failed with %s: %s", type(e).__name__, e)
+                _retry_mine(study, objective.worker_id, config.max_retries,
+                            f"{type(e).__name__}: {e}")
                 if errors >= MAX_CONSECUTIVE_ERRORS:
                     raise HpoError(f"{errors} trials in a row failed with errors (last: "
                                    f"{type(e).__name__}: {e}); fix the cause and restart the "
                                    "worker") from e
             summary.ran += 1
-            mine = _my_last_trial(study, objective.worker_id)
-            if mine is not None:
-                _log_outcome(mine, config.metric)
-                if mine.state == TrialState.COMPLETE:
-                    summary.complete += 1
-                elif mine.state == TrialState.PRUNED:
-                    summary.pruned += 1
-                else:
-                    summary.failed += 1
+            _count(summary, study, objective.worker_id, config.metric)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return summary
 
 
-def _my_last_trial(study: optuna.Study, wid: str) -> optuna.trial.FrozenTrial | None:
-    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("hpo.worker") == wid]
+def _others_running(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def _my_last_trial(study: optuna.Study, wid: str) -> FrozenTrial | None:
+    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR_WORKER) == wid]
     return mine[-1] if mine else None
 
 
-def _log_outcome(t: optuna.trial.FrozenTrial, metric: str) -> None:
+def _retry_mine(study: optuna.Study, wid: str, max_retries: int, reason: str) -> None:
+    """Fail-and-retry this worker's last trial if it did not finish."""
+    last = _my_last_trial(study, wid)
+    if last is None or last.state not in (TrialState.RUNNING, TrialState.FAIL):
+        return
+    if last.state == TrialState.FAIL and last.user_attrs.get(ATTR_REASON):
+        return  # a recorded failure (diverged, over budget): not worth retrying
+    fail_and_retry(study, last, reason, max_retries)
+    log.info("trial %d stopped (%s); queued for retry", last.number, reason)
+
+
+def _retry_mine_quietly(study: optuna.Study, wid: str, max_retries: int, reason: str) -> None:
+    try:
+        _retry_mine(study, wid, max_retries, reason)
+    except STORAGE_ERRORS:
+        pass  # still down: the heartbeat will catch the trial later
+
+
+def _count(summary: WorkerSummary, study: optuna.Study, wid: str, metric: str) -> None:
+    mine = _my_last_trial(study, wid)
+    if mine is None:
+        return
+    _log_outcome(mine, metric)
+    if mine.state == TrialState.COMPLETE:
+        summary.complete += 1
+    elif mine.state == TrialState.PRUNED:
+        summary.pruned += 1
+    else:
+        summary.failed += 1
+
+
+def _log_outcome(t: FrozenTrial, metric: str) -> None:
     """One line per trial outcome."""
     p = t.params
     desc = (f"lr={p.get('lr', 0):.2e} freeze={p.get('freeze_depth')} "

@@ -1,8 +1,9 @@
 """Where studies and checkpoints live: storage URLs, engines, artifact store (no training)."""
 
 from storage.artifacts import ENV_ARTIFACTS, default_artifact_dir, open_artifact_store
+from storage.db import DbStatus, check_db, upgrade_db
 from storage.errors import StorageError
-from storage.open import open_storage
+from storage.open import open_storage, retry_callback
 from storage.postgres import engine_kwargs
 from storage.urls import (
     DEFAULT_STORAGE,
@@ -14,6 +15,9 @@ from storage.urls import (
 )
 
 __all__ = [
+    "DbStatus",
+    "check_db",
+    "upgrade_db",
     "DEFAULT_STORAGE",
     "ENV_ARTIFACTS",
     "ENV_STORAGE",
@@ -26,4 +30,5 @@ __all__ = [
     "parse_storage",
     "redact",
     "resolve_storage_url",
+    "retry_callback",
 ]

@@ -6,7 +6,12 @@ import logging
 
 import optuna
 import sqlalchemy.exc
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages import (
+    BaseStorage,
+    JournalStorage,
+    RDBStorage,
+    RetryHeartbeatStaleTrialCallback,
+)
 from optuna.storages.journal import JournalFileBackend
 
 from storage.errors import StorageError
@@ -30,16 +35,32 @@ def _explain_db_error(spec: StorageSpec, e: BaseException) -> StorageError:
         msg = f"{where}: cannot reach the database server ({redact(first)}); check host and port"
     elif "unable to open database file" in low:
         msg = f"{where}: cannot open the SQLite file; check that its folder exists and is writable"
-    elif "upgrade" in low or "schema" in low or "version" in low:
-        msg = f"{where}: {redact(first)}; run `optuna storage upgrade --storage URL`"
+    elif "no longer compatible" in low and "storage upgrade" in low:
+        msg = (f"{where}: the database schema is older than this Optuna "
+               f"({optuna.__version__}) expects; run `hpo db upgrade --storage URL`")
+    elif "no longer compatible" in low:
+        msg = (f"{where}: the database schema was written by a newer Optuna than "
+               f"{optuna.__version__}; upgrade optuna and hpo on this machine")
     else:
         msg = f"{where}: {redact(first)}"
     return StorageError(msg)
 
 
+def retry_callback(max_retry: int) -> RetryHeartbeatStaleTrialCallback:
+    """Optuna's own retry: a WAITING copy of the failed trial with the same hyperparameters
+    and ``failed_trial``/``retry_history`` system attrs (intermediate values are re-reported by
+    the resumed run itself)."""
+    return RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+
 def open_storage(url: str, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None) -> BaseStorage:
-    """Open ``url`` (postgresql://, sqlite:///, or a journal file path) as an Optuna storage."""
+                 grace_period: int | None = None, max_retry: int | None = None) -> BaseStorage:
+    """Open ``url`` (postgresql://, sqlite:///, or a journal file path) as an Optuna storage.
+
+    With ``heartbeat_interval`` (database stores only), running trials send heartbeats and a
+    trial silent for ``grace_period`` seconds is failed by the next worker that looks, then
+    retried up to ``max_retry`` times.
+    """
     spec = parse_storage(url)
     try:
         if spec.kind == "journal":
@@ -50,8 +71,9 @@ def open_storage(url: str, heartbeat_interval: int | None = None,
             return JournalStorage(JournalFileBackend(str(spec.path)))
         kwargs = engine_kwargs() if spec.kind == "postgresql" else {
             "connect_args": {"timeout": 60}}  # SQLite: wait for other writers, don't fail
+        callback = retry_callback(max_retry) if heartbeat_interval and max_retry else None
         return RDBStorage(spec.url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
-                          grace_period=grace_period)
+                          grace_period=grace_period, heartbeat_stale_trial_callback=callback)
     except StorageError:
         raise
     except ImportError as e:

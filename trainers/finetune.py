@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -242,12 +243,55 @@ def _scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup: int
 # --------------------------------------------------------------------------- outer loop
 
 
+@dataclass
+class TrainState:
+    """Everything needed to continue a run after ``epoch`` (a preempted or killed trial resumes
+    from here on any machine instead of starting over)."""
+
+    epoch: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_state: dict[str, torch.Tensor]
+    train_time: float
+    train_images: int
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Atomic write: a crash mid-save leaves the previous epoch's state intact."""
+        tmp = f"{path}.part"
+        torch.save(asdict(self), tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TrainState:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        return cls(**data)
+
+
+Checkpoint = Callable[[TrainState], None]
+"""``checkpoint(state)``: called after each epoch's report with the state to resume from."""
+
+
+def _epoch_generators(seed: int, epoch: int, device: torch.device
+                      ) -> tuple[torch.Generator, torch.Generator]:
+    """Per-epoch RNGs, so a resumed run draws the same batches and augmentations."""
+    base = seed * 100_003 + epoch * 2
+    return (torch.Generator().manual_seed(base),
+            torch.Generator(device=device).manual_seed(base + 1))
+
+
 def fine_tune(dataset: Dataset, spec: TrainSpec, hp: Hyperparams, device: str | torch.device,
               report: Report | None = None,
-              model_and_info: tuple[nn.Module, ModelInfo] | None = None) -> FinetuneResult:
+              model_and_info: tuple[nn.Module, ModelInfo] | None = None,
+              checkpoint: Checkpoint | None = None,
+              resume: TrainState | None = None) -> FinetuneResult:
     """Fine-tune ``spec.model`` on ``dataset`` with ``hp``; validate and report every epoch.
 
-    The test split is never touched here. Raises ``NonFiniteLossError`` when the loss diverges.
+    With ``resume``, training continues after ``resume.epoch`` (earlier epochs are not
+    reported again). The test split is never touched here. Raises ``NonFiniteLossError`` when
+    the loss diverges.
     """
     spec.check()
     hp.check()
@@ -259,51 +303,67 @@ def fine_tune(dataset: Dataset, spec: TrainSpec, hp: Hyperparams, device: str | 
     else:
         model, info = model_and_info
     freeze_stages(model, hp.freeze_depth, spec.model)
-    model.to(dev)
-    if dev.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
     prep = Preprocess(hp.image_size, info.in_chans, info.mean, info.std)
     train = place_split(dataset.train, prep, dev)
     val = place_split(dataset.val, prep, dev)
 
-    steps_per_epoch = max(1, len(train) // spec.batch_size) if len(train) >= spec.batch_size \
-        else 1
+    steps_per_epoch = max(1, len(train) // spec.batch_size)
     total_steps = steps_per_epoch * spec.epochs
     optimizer = torch.optim.AdamW(_param_groups(model, hp.weight_decay), lr=hp.lr)
     scheduler = _scheduler(optimizer, total_steps, max(1, int(spec.warmup_fraction * total_steps)))
+    history: list[dict[str, float]] = []
+    best_epoch, best_state = -1, {}
+    train_time, train_images, start_epoch = 0.0, 0, 0
+    if resume is not None:
+        model.load_state_dict(resume.model)
+        optimizer.load_state_dict(resume.optimizer)
+        scheduler.load_state_dict(resume.scheduler)
+        history, best_epoch, best_state = list(resume.history), resume.best_epoch, \
+            resume.best_state
+        train_time, train_images, start_epoch = resume.train_time, resume.train_images, \
+            resume.epoch + 1
+    model.to(dev)
+    _move_optimizer_state(optimizer, dev)
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
     _, amp_dtype = autocast_for(dev)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    gen = torch.Generator().manual_seed(spec.seed)
-    aug_gen = torch.Generator(device=dev).manual_seed(spec.seed + 1)
 
-    history: list[dict[str, float]] = []
-    best_value, best_epoch = -math.inf, -1
-    best_metrics: dict[str, float] = {}
-    best_state: dict[str, torch.Tensor] = {}
-    stopped, train_time, train_images = False, 0.0, 0
-    for epoch in range(spec.epochs):
+    stopped = False
+    for epoch in range(start_epoch, spec.epochs):
+        gen, aug_gen = _epoch_generators(spec.seed, epoch, dev)
         stats = train_one_epoch(model, train, prep, optimizer, scheduler, hp, spec, epoch, dev,
                                 gen, aug_gen, scaler)
         train_images += steps_per_epoch * spec.batch_size
         train_time += steps_per_epoch * spec.batch_size / max(stats["images_per_s"], 1e-9)
         metrics = {**evaluate(model, val, prep, dev), **stats, "epoch": float(epoch)}
         history.append(metrics)
-        value = metrics[spec.metric]
-        if value > best_value or best_epoch < 0:
-            best_value, best_epoch, best_metrics = value, epoch, metrics
-            best_state = model_state(model)
+        if best_epoch < 0 or metrics[spec.metric] > history[best_epoch][spec.metric]:
+            best_epoch, best_state = epoch, model_state(model)
         log.debug("epoch %d: %s", epoch, metrics)
         if report is not None and report(epoch, metrics):
             stopped = epoch + 1 < spec.epochs
             break
+        if checkpoint is not None and epoch + 1 < spec.epochs:
+            checkpoint(TrainState(epoch, model_state(model), optimizer.state_dict(),
+                                  scheduler.state_dict(), history, best_epoch, best_state,
+                                  train_time, train_images))
+    best = history[best_epoch]
     return FinetuneResult(
         model_info=info,
         hparams=hp,
         best_epoch=best_epoch,
-        best_metrics={k: v for k, v in best_metrics.items() if k in METRICS},
+        best_metrics={k: v for k, v in best.items() if k in METRICS},
         history=history,
         stopped_early=stopped,
         images_per_s=train_images / train_time if train_time > 0 else 0.0,
         state=best_state,
     )
+
+
+def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    for state in optimizer.state.values():
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor) and k != "step":
+                state[k] = v.to(device)

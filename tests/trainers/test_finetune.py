@@ -49,3 +49,28 @@ def test_diverging_loss_stops_with_a_reason(small_breast: Dataset) -> None:
         fine_tune(small_breast, spec, Hyperparams(lr=1e12, image_size=28,
                                                   label_smoothing=0.0), "cpu")
     assert e.value.epoch <= 1 and not math.isfinite(e.value.loss)
+
+
+def test_resume_continues_exactly_where_the_run_stopped(small_breast: Dataset,
+                                                        tmp_path: Path) -> None:
+    from trainers.finetune import TrainState
+
+    spec = TrainSpec("test_resnet", epochs=4, batch_size=32, weights="none", seed=3)
+    hp = Hyperparams(lr=1e-3, freeze_depth=1, aug_strength=0.5, image_size=28)
+    saved: list[int] = []
+
+    def checkpoint(state: TrainState) -> None:
+        state.save(tmp_path / f"epoch{state.epoch}.pt")
+        saved.append(state.epoch)
+
+    full = fine_tune(small_breast, spec, hp, "cpu", checkpoint=checkpoint)
+    assert saved == [0, 1, 2]  # no checkpoint after the last epoch: the run is over
+    state = TrainState.load(tmp_path / "epoch1.pt")
+    reported: list[int] = []
+    resumed = fine_tune(small_breast, spec, hp, "cpu", resume=state,
+                        report=lambda e, m: bool(reported.append(e)))
+    assert reported == [2, 3]
+    for a, b in zip(full.history, resumed.history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["auroc"] == pytest.approx(b["auroc"], abs=1e-6)
+    assert resumed.best_epoch == full.best_epoch
