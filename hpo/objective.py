@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -37,11 +38,26 @@ ATTR_REASON = "hpo.reason"
 ATTR_SECONDS = "hpo.seconds"
 ATTR_RESUMED = "hpo.resumed_from"
 ATTR_RETRY_OF = "hpo.retry_of"
+ATTR_RETRYABLE = "hpo.retryable"
+INTERRUPTED = "interrupted (SIGTERM/SIGINT, e.g. preemption); queued for retry"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class TrialFailed(Exception):
     """A trial that ended for a recorded reason (diverged, over budget); the worker goes on."""
+
+
+def failure_reason(trial: optuna.trial.FrozenTrial,
+                   trials: list[optuna.trial.FrozenTrial]) -> str | None:
+    """Why a FAIL trial failed: its recorded reason, or (for trials failed by the heartbeat
+    check, which cannot carry attributes once failed) the retry that replaced it."""
+    if trial.user_attrs.get(ATTR_REASON):
+        return str(trial.user_attrs[ATTR_REASON])
+    for t in trials:
+        if trial.number in (t.user_attrs.get(ATTR_RETRY_OF) or
+                            t.system_attrs.get("retry_history") or []):
+            return f"its worker stopped sending heartbeats; retried as trial {t.number}"
+    return None
 
 
 def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -75,6 +91,7 @@ class Objective:
         self.artifact_store = artifact_store
         self.worker_id = worker_id
         self.resume_dir = resume_dir
+        self.current_trial_id: int | None = None  # known even if the database is unreachable
 
     def resume_path(self, trial: optuna.Trial) -> Path | None:
         """One file per original trial: its retries find it under the same name."""
@@ -105,6 +122,7 @@ class Objective:
         return len(ahead) >= self.config.trials
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.current_trial_id = trial._trial_id
         if trial.user_attrs.get(ATTR_REASON):  # copied from the trial this one retries
             trial.set_user_attr(ATTR_REASON, None)
         hp = sample(trial, self.bounds)
@@ -141,6 +159,15 @@ class Objective:
             trial.set_user_attr(ATTR_REASON, str(e))
             self._drop_resume(path)
             raise TrialFailed(str(e)) from e
+        except (Exception, KeyboardInterrupt) as e:
+            # Record why while the trial is still RUNNING (Optuna freezes a finished trial's
+            # attributes); the worker then queues the retry, which resumes from `path`.
+            reason = INTERRUPTED if isinstance(e, KeyboardInterrupt) else \
+                f"{type(e).__name__}: {str(e)[:200]}"
+            with contextlib.suppress(Exception):
+                trial.set_user_attr(ATTR_REASON, reason)
+                trial.set_user_attr(ATTR_RETRYABLE, True)
+            raise
         self._drop_resume(path)  # finished: nothing left to resume
         seconds = time.perf_counter() - started
         self._record(trial, result, seconds)

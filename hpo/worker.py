@@ -29,9 +29,16 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import HpoError
-from hpo.objective import ATTR_REASON, ATTR_WORKER, Objective, TrialFailed, counted_trials
+from hpo.objective import (
+    ATTR_REASON,
+    ATTR_RETRYABLE,
+    INTERRUPTED,
+    Objective,
+    TrialFailed,
+    counted_trials,
+)
 from hpo.study import LoadedStudy, load_study, study_deadline
-from storage import open_artifact_store, open_storage, retry_callback
+from storage import enable_heartbeat, open_artifact_store, open_storage, retry_callback
 from trainers import load_dataset, resolve_device
 
 log = logging.getLogger(__name__)
@@ -69,24 +76,34 @@ def budget_left(study: optuna.Study, trials: int) -> int:
 
 
 def open_worker_study(storage_url: str, study_name: str) -> LoadedStudy:
-    """Load the study's config, then reopen the storage with the study's heartbeat settings."""
-    config = load_study(storage_url, study_name).config
-    storage = open_storage(storage_url, heartbeat_interval=config.heartbeat_interval,
-                           grace_period=config.grace_period, max_retry=config.max_retries)
+    """Load the study, then switch on heartbeats with the study's own settings (one
+    connection pool per process)."""
+    storage = open_storage(storage_url)
+    config = load_study(storage_url, study_name, storage=storage).config
+    enable_heartbeat(storage, config.heartbeat_interval, config.grace_period,
+                     config.max_retries)
     return load_study(storage_url, study_name, sampler_seed=None, storage=storage)
 
 
 def fail_and_retry(study: optuna.Study, trial: FrozenTrial, reason: str,
                    max_retries: int) -> None:
-    """Record why ``trial`` stopped, make sure it is FAIL, and queue Optuna's retry of it."""
+    """Make sure ``trial`` is FAIL (recording why, while that is still possible) and queue
+    Optuna's retry of it, once."""
     storage = study._storage
-    storage.set_trial_user_attr(trial._trial_id, ATTR_REASON, reason)
     if trial.state == TrialState.RUNNING:
         try:
+            storage.set_trial_user_attr(trial._trial_id, ATTR_REASON, reason)
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             return  # another process finished or failed it meanwhile (and retried it)
+    if _already_retried(study, trial.number):
+        return
     retry_callback(max_retries)(study, storage.get_trial(trial._trial_id))
+
+
+def _already_retried(study: optuna.Study, number: int) -> bool:
+    return any(number in (t.system_attrs.get("retry_history") or [])
+               for t in study.get_trials(deepcopy=False))
 
 
 def _fail_stale(study: optuna.Study) -> None:
@@ -140,10 +157,22 @@ def run_worker(storage_url: str, study_name: str, device: str = "auto",
             except KeyboardInterrupt:
                 summary.interrupted = True
                 summary.stopped_by = "signal"
-                _retry_mine(study, objective.worker_id, config.max_retries,
-                            "interrupted (SIGTERM/SIGINT, e.g. preemption)")
+                _retry_current_quietly(study, objective, config.max_retries, INTERRUPTED)
                 break
-            except STORAGE_ERRORS as e:
+            except Exception as e:
+                if not _is_storage_error(e):
+                    errors += 1
+                    log.error("trial failed with %s: %s", type(e).__name__, e)
+                    _retry_current_quietly(study, objective, config.max_retries,
+                                        f"{type(e).__name__}: {e}")
+                    if errors >= MAX_CONSECUTIVE_ERRORS:
+                        raise HpoError(f"{errors} trials in a row failed with errors (last: "
+                                       f"{type(e).__name__}: {e}); fix the cause and restart "
+                                       "the worker") from e
+                    summary.ran += 1
+                    continue
+                # The database went away (restart, failover, network): wait it out. Optuna's
+                # own error path can fail too then, so look through the exception chain.
                 if outage >= len(STORAGE_RETRY_DELAYS):
                     raise HpoError(f"storage unreachable for minutes ({e}); check the database "
                                    "server and restart the worker") from e
@@ -151,54 +180,62 @@ def run_worker(storage_url: str, study_name: str, device: str = "auto",
                 outage += 1
                 log.warning("storage error (%s); retrying in %d s", type(e).__name__, delay)
                 time.sleep(delay)
-                _retry_mine_quietly(study, objective.worker_id, config.max_retries,
+                _retry_current_quietly(study, objective, config.max_retries,
                                     f"storage error: {type(e).__name__}")
                 continue
-            except Exception as e:  # a bug or a resource problem: Optuna recorded the FAIL
-                errors += 1
-                log.error("trial failed with %s: %s", type(e).__name__, e)
-                _retry_mine(study, objective.worker_id, config.max_retries,
-                            f"{type(e).__name__}: {e}")
-                if errors >= MAX_CONSECUTIVE_ERRORS:
-                    raise HpoError(f"{errors} trials in a row failed with errors (last: "
-                                   f"{type(e).__name__}: {e}); fix the cause and restart the "
-                                   "worker") from e
             summary.ran += 1
-            _count(summary, study, objective.worker_id, config.metric)
+            _count(summary, study, objective, config.metric)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return summary
+
+
+def _is_storage_error(e: BaseException | None) -> bool:
+    seen = 0
+    while e is not None and seen < 20:
+        if isinstance(e, STORAGE_ERRORS):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
 
 
 def _others_running(study: optuna.Study) -> bool:
     return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
-def _my_last_trial(study: optuna.Study, wid: str) -> FrozenTrial | None:
-    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR_WORKER) == wid]
-    return mine[-1] if mine else None
+def _current(study: optuna.Study, objective: Objective) -> FrozenTrial | None:
+    if objective.current_trial_id is None:
+        return None
+    return study._storage.get_trial(objective.current_trial_id)
 
 
-def _retry_mine(study: optuna.Study, wid: str, max_retries: int, reason: str) -> None:
-    """Fail-and-retry this worker's last trial if it did not finish."""
-    last = _my_last_trial(study, wid)
+def _retry_current(study: optuna.Study, objective: Objective, max_retries: int,
+                   reason: str) -> None:
+    """Fail-and-retry the trial this worker was running if it did not finish."""
+    last = _current(study, objective)
     if last is None or last.state not in (TrialState.RUNNING, TrialState.FAIL):
         return
-    if last.state == TrialState.FAIL and last.user_attrs.get(ATTR_REASON):
-        return  # a recorded failure (diverged, over budget): not worth retrying
+    if last.state == TrialState.FAIL and last.user_attrs.get(ATTR_REASON) \
+            and not last.user_attrs.get(ATTR_RETRYABLE):
+        return  # a final failure (diverged, over the budget): retrying would not help
     fail_and_retry(study, last, reason, max_retries)
     log.info("trial %d stopped (%s); queued for retry", last.number, reason)
 
 
-def _retry_mine_quietly(study: optuna.Study, wid: str, max_retries: int, reason: str) -> None:
+def _retry_current_quietly(study: optuna.Study, objective: Objective, max_retries: int,
+                           reason: str) -> None:
     try:
-        _retry_mine(study, wid, max_retries, reason)
-    except STORAGE_ERRORS:
-        pass  # still down: the heartbeat will catch the trial later
+        _retry_current(study, objective, max_retries, reason)
+    except Exception as e:
+        if not _is_storage_error(e):
+            raise
+        # still down: the heartbeat (or the next look after the outage) catches the trial
 
 
-def _count(summary: WorkerSummary, study: optuna.Study, wid: str, metric: str) -> None:
-    mine = _my_last_trial(study, wid)
+def _count(summary: WorkerSummary, study: optuna.Study, objective: Objective,
+           metric: str) -> None:
+    mine = _current(study, objective)
     if mine is None:
         return
     _log_outcome(mine, metric)

@@ -3,7 +3,7 @@
 from storage.artifacts import ENV_ARTIFACTS, default_artifact_dir, open_artifact_store
 from storage.db import DbStatus, check_db, upgrade_db
 from storage.errors import StorageError
-from storage.open import open_storage, retry_callback
+from storage.open import enable_heartbeat, open_storage, retry_callback
 from storage.postgres import engine_kwargs
 from storage.urls import (
     DEFAULT_STORAGE,
@@ -24,6 +24,7 @@ __all__ = [
     "StorageError",
     "StorageSpec",
     "default_artifact_dir",
+    "enable_heartbeat",
     "engine_kwargs",
     "open_artifact_store",
     "open_storage",

@@ -53,6 +53,21 @@ def retry_callback(max_retry: int) -> RetryHeartbeatStaleTrialCallback:
     return RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
 
+def enable_heartbeat(storage: BaseStorage, interval: int, grace_period: int,
+                     max_retry: int) -> bool:
+    """Turn on heartbeats and stale-trial retry on an open database storage, reusing its
+    connection pool (a worker reads the study's settings before it knows them). Returns False
+    for stores without heartbeat support (journal files)."""
+    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDBStorage in a cache
+    if not isinstance(backend, RDBStorage):
+        return False
+    backend.heartbeat_interval = interval
+    backend.grace_period = grace_period
+    backend.heartbeat_stale_trial_callback = retry_callback(max_retry) if max_retry else None
+    backend.failed_trial_callback = backend.heartbeat_stale_trial_callback
+    return True
+
+
 def open_storage(url: str, heartbeat_interval: int | None = None,
                  grace_period: int | None = None, max_retry: int | None = None) -> BaseStorage:
     """Open ``url`` (postgresql://, sqlite:///, or a journal file path) as an Optuna storage.

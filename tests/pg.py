@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+PASSWORD = "s3cret-test-pw"
+
 
 @dataclass
 class PostgresServer:
@@ -35,6 +37,11 @@ class PostgresServer:
         assert self.bin_dir is not None and self.data_dir is not None
         subprocess.run([*self.run_as, str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir),
                         *args], check=True, capture_output=True, timeout=60)
+
+    def restart(self) -> None:
+        """Fast restart: every open connection is cut, as in a failover or a crash."""
+        assert self.data_dir is not None
+        self.pg_ctl("restart", "-w", "-m", "fast", "-l", str(self.data_dir.parent / "log"))
 
     def stop(self) -> None:
         if self.data_dir is not None:
@@ -79,10 +86,15 @@ def start_postgres(tmp: Path) -> PostgresServer:
             os.chmod(parent, os.stat(parent).st_mode | 0o011)
     data = tmp / "data"
     port = _free_port()
+    pwfile = tmp / "pw"
+    pwfile.write_text(PASSWORD + "\n")
+    os.chmod(pwfile, 0o644)
+    # Password auth over TCP (as real deployments), so wrong passwords can be tested.
     subprocess.run([*run_as, str(bin_dir / "initdb"), "-D", str(data), "-U", "hpo",
-                    "--auth=trust", "-E", "UTF8", "--no-sync"], check=True, capture_output=True,
-                   timeout=120)
-    server = PostgresServer(f"postgresql://hpo@127.0.0.1:{port}", data, bin_dir, run_as)
+                    "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
+                    "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=120)
+    server = PostgresServer(f"postgresql://hpo:{PASSWORD}@127.0.0.1:{port}", data, bin_dir,
+                            run_as)
     server.pg_ctl("start", "-w", "-l", str(tmp / "log"), "-o",
                   f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off "
                   "-c max_connections=300")
