@@ -22,7 +22,10 @@ log = logging.getLogger(__name__)
 
 
 def _explain_db_error(spec: StorageSpec, e: BaseException) -> StorageError:
-    text = str(getattr(e, "orig", None) or e).strip().splitlines()
+    root: BaseException = e
+    while root.__cause__ is not None:  # Optuna wraps driver errors; the driver's text helps
+        root = root.__cause__
+    text = str(getattr(root, "orig", None) or root).strip().splitlines()
     first = text[0] if text else type(e).__name__
     where = spec.display
     low = first.lower()

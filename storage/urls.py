@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from storage.errors import StorageError
@@ -22,10 +22,11 @@ class StorageSpec:
     kind: str  # "journal" | "sqlite" | "postgresql"
     url: str  # what Optuna / SQLAlchemy gets (journal: the file path)
     path: Path | None = None  # the file, for embedded stores
+    given: str = ""  # as the user wrote it
 
     @property
     def display(self) -> str:
-        return redact(self.url if self.path is None else str(self.path))
+        return redact(self.given or (self.url if self.path is None else str(self.path)))
 
 
 _PASSWORD = re.compile(r"(://[^:/@]+:)([^@]*)(@)")
@@ -42,6 +43,11 @@ def resolve_storage_url(url: str | None) -> str:
 
 
 def parse_storage(url: str) -> StorageSpec:
+    spec = _parse(url)
+    return replace(spec, given=url)
+
+
+def _parse(url: str) -> StorageSpec:
     if url.startswith(("postgresql+pg8000", "postgres+pg8000")):
         raise StorageError(
             f"{redact(url)}: the pg8000 driver is not supported; use postgresql://... "
