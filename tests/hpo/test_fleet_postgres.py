@@ -59,8 +59,11 @@ def test_four_workers_exact_budget_within_the_pool(postgres_url: str, breast_npz
     sampler.join(timeout=5)
     assert codes == [0, 0, 0, 0], [log.read_text()[-1500:] for log in logs]
     _assert_clean_end(postgres_url, "four", 12)
-    workers = {t.user_attrs.get("hpo.worker") for t in load(postgres_url, "four").trials}
+    trials = load(postgres_url, "four").trials
+    workers = {t.user_attrs.get("hpo.worker") for t in trials}
     assert len(workers) >= 2  # the work really was shared
+    configs = [tuple(sorted(t.params.items())) for t in trials if t.params]
+    assert len(set(configs)) == len(configs)  # no configuration ran twice
     assert 0 < peak[0] <= 4 * 3, peak[0]  # pool_size 2 + max_overflow 1 per process
 
 
