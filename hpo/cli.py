@@ -159,6 +159,9 @@ def study_options(f: F) -> F:
                      help="Retries of a trial whose worker died or was preempted."),
         click.option("--time-limit", "study_time_limit", default=None, metavar="DURATION",
                      help="No new trials after this long from study creation (30m, 2h)."),
+        click.option("--allow-data-issues", is_flag=True,
+                     help="Create the study even if `hpo data check` finds leakage across "
+                          "splits, unreadable files or empty classes."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -230,7 +233,8 @@ def run(ctx: click.Context, storage: str | None, study_name: str | None, workers
     config = _config_from(params)
     slots = local_slots(workers, device)
     name = study_name or default_study_name(config.data, config.model)
-    loaded, created = create_or_resume(url, name, config, params["artifacts"])
+    loaded, created = create_or_resume(url, name, config, params["artifacts"],
+                                       params["allow_data_issues"])
     from hpo.progress import progress_of
     from storage import redact
 
@@ -291,7 +295,8 @@ def study_create(name: str, storage: str | None, **params: Any) -> None:
     from storage import redact
 
     url = _storage(storage)
-    loaded = create_study(url, name, _config_from(params), params["artifacts"])
+    loaded = create_study(url, name, _config_from(params), params["artifacts"],
+                          params["allow_data_issues"])
     click.echo(f"Created study {name!r} in {redact(url)} (budget {loaded.config.trials} "
                f"trials); start workers with: hpo worker --storage {redact(url)} --study {name}")
 
@@ -357,6 +362,41 @@ def study_enqueue(name: str, params: tuple[str, ...], storage: str | None) -> No
     number = enqueue(_storage(storage), name, values)
     click.echo(f"Queued {', '.join(f'{k}={v}' for k, v in values.items())} in study {name!r} "
                f"(trial {number})")
+
+
+@main.group()
+def data() -> None:
+    """Check data before tuning on it."""
+
+
+@data.command("check")
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--metric", default="accuracy", show_default=True,
+              help="The metric you plan to tune (for advice on imbalance).")
+def data_check(path: str, as_json: bool, metric: str) -> None:
+    """Counts per split and class, unreadable files, empty classes, duplicates within and
+    across splits (exact and near), imbalance, mixed sizes. Exit 1 on blocking problems."""
+    from trainers.datacheck import check_data
+
+    report = check_data(path)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(metric), indent=2))
+    else:
+        click.echo(f"{report.source}: {len(report.classes)} classes")
+        width = max(len(c) for c in report.classes)
+        for split, per in report.counts.items():
+            total = sum(per.values())
+            click.echo(f"  {split:<5} {total:>6} images: " + ", ".join(
+                f"{c:<{width}} {n}" for c, n in per.items()))
+        for p in report.problems():
+            click.echo(f"PROBLEM: {p}")
+        for w in report.warnings(metric):
+            click.echo(f"warning: {w}")
+        if not report.problems() and not report.warnings(metric):
+            click.echo("no problems found")
+    if report.problems():
+        sys.exit(1)
 
 
 @main.group()

@@ -16,6 +16,7 @@ from hpo.errors import HpoError
 from hpo.space import SpaceBounds, default_params
 from storage import ENV_ARTIFACTS, default_artifact_dir, open_storage, redact
 from trainers import Dataset, load_dataset
+from trainers.datacheck import check_data
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,17 @@ def resolve_artifacts(storage_url: str, artifacts: str | None) -> str:
     return str(Path(chosen).expanduser().resolve())
 
 
-def prepare_config(config: StudyConfig, storage_url: str, artifacts: str | None = None
-                   ) -> tuple[StudyConfig, Dataset, SpaceBounds]:
+def prepare_config(config: StudyConfig, storage_url: str, artifacts: str | None = None,
+                   allow_data_issues: bool = False) -> tuple[StudyConfig, Dataset, SpaceBounds]:
     """Validate a new study's config against its data and model before anything is written."""
     config.check()
+    report = check_data(config.data)
+    for warning in report.warnings(config.metric):
+        log.warning("data: %s", warning)
+    problems = report.problems()
+    if problems and not allow_data_issues:
+        raise HpoError(f"data check failed for {config.data}: {'; '.join(problems)}; fix the "
+                       "data (see `hpo data check`) or pass --allow-data-issues")
     dataset = load_dataset(config.data)
     bounds = config.check_against(dataset)
     data = config.data
@@ -68,12 +76,12 @@ def prepare_config(config: StudyConfig, storage_url: str, artifacts: str | None 
 
 
 def create_study(storage_url: str, name: str, config: StudyConfig,
-                 artifacts: str | None = None) -> LoadedStudy:
+                 artifacts: str | None = None, allow_data_issues: bool = False) -> LoadedStudy:
     """Create ``name`` with a validated config and one default configuration enqueued.
 
     Everything is checked first, so a bad input never leaves a half-created study behind.
     """
-    config, _, bounds = prepare_config(config, storage_url, artifacts)
+    config, _, bounds = prepare_config(config, storage_url, artifacts, allow_data_issues)
     storage = open_storage(storage_url)
     if name in study_names(storage):
         raise HpoError(f"study {name!r} already exists in {redact(storage_url)}; pick another "
@@ -151,13 +159,15 @@ def enqueue(storage_url: str, name: str, values: dict[str, str]) -> int:
 
 
 def create_or_resume(storage_url: str, name: str, config: StudyConfig,
-                     artifacts: str | None = None) -> tuple[LoadedStudy, bool]:
+                     artifacts: str | None = None, allow_data_issues: bool = False
+                     ) -> tuple[LoadedStudy, bool]:
     """``hpo run``: create the study, or resume it if it exists with the same settings."""
     storage = open_storage(storage_url)
     if name not in study_names(storage):
-        return create_study(storage_url, name, config, artifacts), True
+        return create_study(storage_url, name, config, artifacts, allow_data_issues), True
     loaded = load_study(storage_url, name, storage=storage)
-    new, _, _ = prepare_config(config, storage_url, artifacts or loaded.config.artifacts)
+    new, _, _ = prepare_config(config, storage_url, artifacts or loaded.config.artifacts,
+                               allow_data_issues=True)  # checked when it was created
     diffs = [f for f in IDENTITY_FIELDS if getattr(new, f) != getattr(loaded.config, f)]
     if diffs:
         shown = "; ".join(f"{f}: {getattr(loaded.config, f)!r} vs {getattr(new, f)!r}"

@@ -19,8 +19,9 @@ from storage import open_storage
 def create(url: str, name: str, data: Path, *extra: str, trials: int = 4, epochs: int = 2,
            size: int = 28) -> None:
     r = CliRunner().invoke(main, [
-        "study", "create", name, "--data", str(data), "--model", "test_resnet", "--weights",
-        "none", "--trials", str(trials), "--epochs", str(epochs), "--image-size", str(size),
+        "study", "create", name, "--allow-data-issues", "--data", str(data), "--model",
+        "test_resnet", "--weights", "none", "--trials", str(trials), "--epochs", str(epochs),
+        "--image-size", str(size),
         "--batch-size", "64", "--storage", url, *extra])
     assert r.exit_code == 0, r.output
 

@@ -48,7 +48,8 @@ def test_unknown_model_name(tmp_path: Path, breast_npz: Path) -> None:
 
 def test_out_of_range_freeze_depth(tmp_path: Path, breast_npz: Path) -> None:
     storage = tmp_path / "s.journal"
-    r = _run("study", "create", "s", "--data", str(breast_npz), "--model", "test_resnet",
+    r = _run("study", "create", "s", "--allow-data-issues", "--data", str(breast_npz),
+             "--model", "test_resnet",
              "--weights", "none", "--freeze-depth", "0..7", "--storage", str(storage))
     _assert_error(r, "freeze_depth must be between 0 and 5 for test_resnet, but got 7")
     _no_studies(storage)
@@ -56,7 +57,8 @@ def test_out_of_range_freeze_depth(tmp_path: Path, breast_npz: Path) -> None:
 
 def test_unknown_study(tmp_path: Path, breast_npz: Path) -> None:
     storage = tmp_path / "s.journal"
-    created = _run("study", "create", "real", "--data", str(breast_npz), "--model",
+    created = _run("study", "create", "real", "--allow-data-issues", "--data",
+                   str(breast_npz), "--model",
                    "test_resnet", "--weights", "none", "--storage", str(storage))
     assert created.exit_code == 0, created.output
     for cmd in (["worker"], ["export", "--out", str(tmp_path / "x")]):
@@ -69,7 +71,8 @@ def test_unknown_study(tmp_path: Path, breast_npz: Path) -> None:
 def test_duplicate_study_and_env_storage(tmp_path: Path, breast_npz: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HPO_STORAGE", str(tmp_path / "env.journal"))
-    args = ["study", "create", "dup", "--data", str(breast_npz), "--model", "test_resnet",
+    args = ["study", "create", "dup", "--allow-data-issues", "--data", str(breast_npz),
+            "--model", "test_resnet",
             "--weights", "none"]
     assert _run(*args).exit_code == 0
     _assert_error(_run(*args), "study 'dup' already exists")
@@ -78,7 +81,8 @@ def test_duplicate_study_and_env_storage(tmp_path: Path, breast_npz: Path,
 
 
 def test_missing_weights_file_and_bad_ranges(tmp_path: Path, breast_npz: Path) -> None:
-    base = ["study", "create", "s", "--data", str(breast_npz), "--model", "test_resnet",
+    base = ["study", "create", "s", "--allow-data-issues", "--data", str(breast_npz),
+            "--model", "test_resnet",
             "--storage", str(tmp_path / "s.journal")]
     _assert_error(_run(*base, "--weights", str(tmp_path / "w.safetensors")),
                   "w.safetensors does not exist")

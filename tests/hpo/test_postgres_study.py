@@ -21,7 +21,8 @@ def test_create_work_export_on_postgres(postgres_url: str, breast_npz: Path,
     runner = CliRunner()
     artifacts = tmp_path / "artifacts"
     r = runner.invoke(main, [
-        "study", "create", "pg", "--data", str(breast_npz), "--model", "test_efficientnet",
+        "study", "create", "pg", "--allow-data-issues", "--data", str(breast_npz),
+        "--model", "test_efficientnet",
         "--weights", "none", "--trials", "3", "--epochs", "2", "--image-size", "32",
         "--storage", postgres_url, "--artifacts", str(artifacts)])
     assert r.exit_code == 0, r.output

@@ -32,7 +32,8 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory, breast_npz: Path) -
     storage = str(tmp / "hpo.journal")
     out = tmp / "export"
     result = CliRunner().invoke(main, [
-        "run", "--data", str(breast_npz), "--model", "test_resnet", "--weights", "none",
+        "run", "--allow-data-issues", "--data", str(breast_npz), "--model", "test_resnet",
+        "--weights", "none",
         "--trials", str(BUDGET), "--epochs", "4", "--workers", "2", "--pruner", "sha",
         "--metric", "auroc", "--image-size", "28", "--batch-size", "64",
         "--storage", storage, "--study", "e2e", "--out", str(out), "--device", "cpu",
@@ -122,7 +123,8 @@ def test_export_loads_with_plain_timm(finished_study: dict, breast_npz: Path) ->
 
 def test_rerunning_resumes_without_new_trials(finished_study: dict, breast_npz: Path) -> None:
     result = CliRunner().invoke(main, [
-        "run", "--data", str(breast_npz), "--model", "test_resnet", "--weights", "none",
+        "run", "--allow-data-issues", "--data", str(breast_npz), "--model", "test_resnet",
+        "--weights", "none",
         "--trials", str(BUDGET), "--epochs", "4", "--pruner", "sha", "--metric", "auroc",
         "--image-size", "28", "--batch-size", "64", "--storage", finished_study["storage"],
         "--study", "e2e", "--device", "cpu",
