@@ -159,6 +159,8 @@ def study_options(f: F) -> F:
                      help="Retries of a trial whose worker died or was preempted."),
         click.option("--time-limit", "study_time_limit", default=None, metavar="DURATION",
                      help="No new trials after this long from study creation (30m, 2h)."),
+        click.option("--keep-checkpoints", type=int, default=3, show_default=True,
+                     help="Keep the checkpoint files of the K best trials only."),
         click.option("--allow-data-issues", is_flag=True,
                      help="Create the study even if `hpo data check` finds leakage across "
                           "splits, unreadable files or empty classes."),
@@ -184,7 +186,8 @@ def _config_from(p: dict[str, Any]) -> Any:
                        seed=p["seed"], hflip=p["hflip"], vflip=p["vflip"], space=space,
                        heartbeat_interval=p["heartbeat_interval"],
                        grace_period=p["grace_period"], max_retries=p["max_retries"],
-                       time_limit=parse_duration(p["study_time_limit"]))
+                       time_limit=parse_duration(p["study_time_limit"]),
+                       keep_checkpoints=p["keep_checkpoints"])
 
 
 def _storage(url: str | None) -> str:

@@ -41,6 +41,7 @@ class StudyConfig:
     grace_period: int = 60  # a trial silent this long is failed and retried
     max_retries: int = 1  # retries of a trial whose worker died or was preempted
     time_limit: float | None = None  # seconds from study creation; no new trials after it
+    keep_checkpoints: int = 3  # checkpoint files of the K best trials are kept
     space: SearchSpace = field(default_factory=SearchSpace)
     version: int = CONFIG_VERSION
 
@@ -65,6 +66,9 @@ class StudyConfig:
         if self.grace_period <= self.heartbeat_interval:
             raise HpoError(f"grace period ({self.grace_period} s) must be longer than the "
                            f"heartbeat interval ({self.heartbeat_interval} s); use at least 3x")
+        if self.keep_checkpoints < 1:
+            raise HpoError(f"keep checkpoints must be at least 1 (the best trial's), but got "
+                           f"{self.keep_checkpoints}")
         if self.max_retries < 0:
             raise HpoError(f"max retries must be >= 0, but got {self.max_retries}")
         if self.time_limit is not None and self.time_limit <= 0:

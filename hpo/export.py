@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from torch import nn
 
 from hpo.errors import HpoError
-from hpo.objective import ATTR_CHECKPOINT
+from hpo.retention import ATTR_CHECKPOINT, ATTR_DELETED
 from hpo.study import load_study
 from storage import open_artifact_store
 from trainers import Preprocess, compute_metrics, load_dataset, predict_probs, resolve_device
@@ -55,10 +55,13 @@ def _pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenT
             raise HpoError(f"trial {number} does not exist in study {study.study_name!r} "
                            f"(trials 0..{len(trials) - 1})")
         trial = matches[0]
-    if ATTR_CHECKPOINT not in trial.user_attrs:
+    deleted = set(study.user_attrs.get(ATTR_DELETED, []))
+    with_ckpt = [n for n in with_ckpt if n not in deleted]
+    if ATTR_CHECKPOINT not in trial.user_attrs or trial.number in deleted:
+        why = ("its file was deleted to keep only the best (--keep-checkpoints)"
+               if trial.number in deleted else "only complete trials among the best keep one")
         raise HpoError(f"trial {trial.number} ({trial.state.name.lower()}) has no stored "
-                       "checkpoint (only trials that improved the study's best keep one); "
-                       f"trials with checkpoints: {with_ckpt or 'none'}")
+                       f"checkpoint ({why}); trials with checkpoints: {with_ckpt or 'none'}")
     return trial
 
 

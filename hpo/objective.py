@@ -17,7 +17,9 @@ from optuna.artifacts import upload_artifact
 from optuna.artifacts._protocol import ArtifactStore
 from optuna.trial import TrialState
 
+from hpo import retention
 from hpo.config import StudyConfig
+from hpo.retention import ATTR_CHECKPOINT
 from hpo.space import SpaceBounds, sample
 from trainers import Dataset, FinetuneResult, NonFiniteLossError, fine_tune
 from trainers.checkpoint import save_checkpoint
@@ -33,7 +35,6 @@ ATTR_VAL = "hpo.val_metrics"
 ATTR_EPOCHS = "hpo.epochs_run"
 ATTR_IPS = "hpo.images_per_s"
 ATTR_HPARAMS = "hpo.hparams"
-ATTR_CHECKPOINT = "hpo.checkpoint"
 ATTR_REASON = "hpo.reason"
 ATTR_SECONDS = "hpo.seconds"
 ATTR_RESUMED = "hpo.resumed_from"
@@ -178,8 +179,10 @@ class Objective:
                       f"below what the pruner keeps")
             trial.set_user_attr(ATTR_REASON, reason)
             raise optuna.TrialPruned(reason)
-        if self._improves(trial, value):
+        keep = self.config.keep_checkpoints
+        if retention.ranks_in_top(trial.study, value, keep):
             self._store_checkpoint(trial, result)
+            retention.enforce(trial.study, self.artifact_store, keep - 1)  # room for this one
         return value
 
     @staticmethod
@@ -193,11 +196,6 @@ class Objective:
         trial.set_user_attr(ATTR_EPOCHS, result.epochs_run)
         trial.set_user_attr(ATTR_IPS, round(result.images_per_s, 1))
         trial.set_user_attr(ATTR_SECONDS, round(seconds, 2))
-
-    @staticmethod
-    def _improves(trial: optuna.Trial, value: float) -> bool:
-        done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return not done or value > max(t.value for t in done if t.value is not None)
 
     def checkpoint_meta(self, trial: optuna.Trial, result: FinetuneResult) -> dict[str, Any]:
         info = result.model_info

@@ -28,6 +28,7 @@ from optuna.storages import fail_stale_trials
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo import retention
 from hpo.errors import HpoError
 from hpo.objective import (
     ATTR_REASON,
@@ -185,6 +186,7 @@ def run_worker(storage_url: str, study_name: str, device: str = "auto",
                 continue
             summary.ran += 1
             _count(summary, study, objective, config.metric)
+            retention.enforce(study, store, config.keep_checkpoints)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return summary
