@@ -367,6 +367,35 @@ def study_enqueue(name: str, params: tuple[str, ...], storage: str | None) -> No
                f"(trial {number})")
 
 
+@main.command()
+@storage_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on (loopback unless you ask otherwise).")
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--artifacts", default=None, metavar="DIR",
+              help="Checkpoint folder (default: the one the storage's studies use).")
+def dashboard(storage: str | None, host: str, port: int, artifacts: str | None) -> None:
+    """optuna-dashboard on the study storage, with trial checkpoints downloadable."""
+    from hpo.dashboard import serve
+
+    url = _storage(storage)
+    serve(url, host, port, artifacts,
+          on_start=lambda where: click.echo(f"optuna-dashboard at {where} (Ctrl-C to stop)",
+                                            err=True))
+
+
+@main.command()
+@storage_option
+@click.option("--study", "study_name", required=True)
+@click.option("--out", default="report.html", show_default=True, metavar="FILE")
+def report(storage: str | None, study_name: str, out: str) -> None:
+    """One self-contained HTML page about a study (works offline)."""
+    from hpo.report import write_report
+
+    path = write_report(_storage(storage), study_name, out)
+    click.echo(f"Wrote {path}")
+
+
 @main.group()
 def data() -> None:
     """Check data before tuning on it."""

@@ -28,6 +28,7 @@ from storage import open_artifact_store
 from trainers import Preprocess, compute_metrics, load_dataset, predict_probs, resolve_device
 from trainers.checkpoint import load_checkpoint, rebuild_model
 
+ATTR_EXPORTS = "hpo.exports"  # study attr: trial number -> export folder and test metrics
 EXPORT_FORMAT = "hpo-export/1"
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
@@ -134,6 +135,9 @@ def export_trial(storage_url: str, study_name: str, out: str | Path, trial: int 
         if out.exists():
             out.rmdir()
         os.replace(staging, out)
+        exports = dict(loaded.study.user_attrs.get(ATTR_EXPORTS, {}))
+        exports[str(chosen.number)] = {"out": str(out.resolve()), "test_metrics": test}
+        loaded.study.set_user_attr(ATTR_EXPORTS, exports)  # shown by `hpo report`
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

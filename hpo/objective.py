@@ -16,12 +16,13 @@ import torch
 from optuna.artifacts import upload_artifact
 from optuna.artifacts._protocol import ArtifactStore
 from optuna.trial import TrialState
+from optuna_dashboard import save_note
 
 from hpo import retention
 from hpo.config import StudyConfig
 from hpo.retention import ATTR_CHECKPOINT
 from hpo.space import SpaceBounds, sample
-from trainers import Dataset, FinetuneResult, NonFiniteLossError, fine_tune
+from trainers import Dataset, FinetuneResult, Hyperparams, NonFiniteLossError, fine_tune
 from trainers.checkpoint import save_checkpoint
 from trainers.finetune import TrainState
 
@@ -159,6 +160,7 @@ class Objective:
         except NonFiniteLossError as e:
             trial.set_user_attr(ATTR_REASON, str(e))
             self._drop_resume(path)
+            self._note(trial, hp, f"failed: {e}")
             raise TrialFailed(str(e)) from e
         except (Exception, KeyboardInterrupt) as e:
             # Record why while the trial is still RUNNING (Optuna freezes a finished trial's
@@ -168,6 +170,7 @@ class Objective:
             with contextlib.suppress(Exception):
                 trial.set_user_attr(ATTR_REASON, reason)
                 trial.set_user_attr(ATTR_RETRYABLE, True)
+                self._note(trial, hp, f"failed: {reason}")
             raise
         self._drop_resume(path)  # finished: nothing left to resume
         seconds = time.perf_counter() - started
@@ -178,12 +181,30 @@ class Objective:
             reason = (f"pruned after epoch {result.epochs_run}: val {metric} {last:.4f} was "
                       f"below what the pruner keeps")
             trial.set_user_attr(ATTR_REASON, reason)
+            self._note(trial, hp, reason, result)
             raise optuna.TrialPruned(reason)
+        self._note(trial, hp, f"complete: val {metric} {value:.4f} at epoch "
+                   f"{result.best_epoch + 1}", result)
         keep = self.config.keep_checkpoints
         if retention.ranks_in_top(trial.study, value, keep):
             self._store_checkpoint(trial, result)
             retention.enforce(trial.study, self.artifact_store, keep - 1)  # room for this one
         return value
+
+    def _note(self, trial: optuna.Trial, hp: Hyperparams, status: str,
+              result: FinetuneResult | None = None) -> None:
+        """The trial's note in optuna-dashboard: what ran, where, how fast, how it ended."""
+        lines = [f"**Trial {trial.number}**: {status}", "",
+                 f"- lr {hp.lr:.3g}, freeze_depth {hp.freeze_depth}, aug_strength "
+                 f"{hp.aug_strength:.2f}, image_size {hp.image_size}",
+                 f"- device {self.device}, worker {self.worker_id}"]
+        if result is not None:
+            val = ", ".join(f"{k} {v:.4f}" for k, v in result.best_metrics.items())
+            lines += [f"- epochs run {result.epochs_run} of {self.config.epochs}, "
+                      f"{result.images_per_s:.0f} images/s",
+                      f"- best epoch {result.best_epoch + 1}: {val}"]
+        with contextlib.suppress(Exception):  # a note must never fail a trial
+            save_note(trial, "\n".join(lines))
 
     @staticmethod
     def _drop_resume(path: Path | None) -> None:

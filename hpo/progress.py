@@ -20,6 +20,8 @@ class Progress:
     budget: int
     best_value: float | None
     best_trial: int | None
+    epochs: tuple[tuple[int, int], ...] = ()  # (trial, epochs done) of running trials
+    images_per_s: float | None = None  # mean over the last finished trials
 
     @property
     def finished(self) -> int:
@@ -29,9 +31,14 @@ class Progress:
         best = (f"best {metric} {self.best_value:.4f} (trial {self.best_trial})"
                 if self.best_value is not None else "no complete trial yet")
         m, s = divmod(int(elapsed), 60)
-        return (f"trials {self.finished}/{self.budget} finished ({self.complete} complete, "
+        line = (f"trials {self.finished}/{self.budget} finished ({self.complete} complete, "
                 f"{self.pruned} pruned, {self.failed} failed, {self.running} running), {best}, "
                 f"{m}:{s:02d} elapsed")
+        if self.epochs:
+            line += "; now " + " ".join(f"t{n}@ep{e}" for n, e in self.epochs[:4])
+        if self.images_per_s:
+            line += f"; {self.images_per_s:.0f} img/s"
+        return line
 
 
 def progress_of(study: optuna.Study, budget: int) -> Progress:
@@ -41,9 +48,14 @@ def progress_of(study: optuna.Study, budget: int) -> Progress:
         count[t.state] += 1
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     best = max(done, key=lambda t: t.value or 0.0) if done else None
+    running = tuple((t.number, int(t.user_attrs.get("hpo.epochs_run", 0)))
+                    for t in trials if t.state == TrialState.RUNNING)
+    speeds = [float(t.user_attrs["hpo.images_per_s"]) for t in trials
+              if t.state.is_finished() and t.user_attrs.get("hpo.images_per_s")][-5:]
     return Progress(count[TrialState.COMPLETE], count[TrialState.PRUNED], count[TrialState.FAIL],
                     count[TrialState.RUNNING], budget, best.value if best else None,
-                    best.number if best else None)
+                    best.number if best else None, running,
+                    sum(speeds) / len(speeds) if speeds else None)
 
 
 class ProgressView:

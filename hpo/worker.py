@@ -38,6 +38,7 @@ from hpo.objective import (
     TrialFailed,
     counted_trials,
 )
+from hpo.progress import progress_of
 from hpo.study import LoadedStudy, load_study, study_deadline
 from storage import enable_heartbeat, open_artifact_store, open_storage, retry_callback
 from trainers import load_dataset, resolve_device
@@ -133,6 +134,7 @@ def run_worker(storage_url: str, study_name: str, device: str = "auto",
     if time_limit is not None:
         deadline = min(deadline or float("inf"), time.time() + time_limit)
     summary = WorkerSummary()
+    started = time.time()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     errors, outage = 0, 0
     try:
@@ -187,6 +189,8 @@ def run_worker(storage_url: str, study_name: str, device: str = "auto",
             summary.ran += 1
             _count(summary, study, objective, config.metric)
             retention.enforce(study, store, config.keep_checkpoints)
+            log.info("%s", progress_of(study, config.trials).line(config.metric,
+                                                                   time.time() - started))
     finally:
         signal.signal(signal.SIGTERM, previous)
     return summary

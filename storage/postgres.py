@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 # Each worker process needs one connection at a time (ask/report/tell are sequential); a
@@ -12,6 +14,10 @@ POOL_RECYCLE_S = 1800
 CONNECT_TIMEOUT_S = 10
 
 
+def application_name() -> str:
+    return f"hpo:{socket.gethostname()}:{os.getpid()}"[-63:]
+
+
 def engine_kwargs(pool_size: int = POOL_SIZE, max_overflow: int = MAX_OVERFLOW) -> dict[str, Any]:
     return {
         "pool_size": pool_size,
@@ -19,6 +25,7 @@ def engine_kwargs(pool_size: int = POOL_SIZE, max_overflow: int = MAX_OVERFLOW) 
         "pool_pre_ping": True,  # survive server restarts and idle-connection reaping
         "pool_recycle": POOL_RECYCLE_S,
         "pool_timeout": 60,
+        # "hpo:<host>:<pid>" in pg_stat_activity tells a DBA which worker holds what
         "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S,
-                         "application_name": "hpo"},
+                         "application_name": application_name()},
     }

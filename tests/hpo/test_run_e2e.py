@@ -133,3 +133,4 @@ def test_rerunning_resumes_without_new_trials(finished_study: dict, breast_npz: 
     assert "Resuming" in result.output
     study = optuna.load_study(study_name="e2e", storage=open_storage(finished_study["storage"]))
     assert len(study.trials) == len(finished_study["study"].trials)
+
