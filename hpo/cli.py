@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Callable
@@ -101,7 +102,10 @@ def parse_duration(text: str | None, name: str = "--time-limit") -> float | None
 
 def _sizes(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(s) for s in text.replace(" ", "").split(",") if s)
+        items = text.replace(" ", "").split(",")
+        if any(not s for s in items):
+            raise ValueError(text)
+        return tuple(int(s) for s in items)
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a comma-separated list of sizes (e.g. 28,64)",
                                  param_hint="--image-size") from None
@@ -301,7 +305,8 @@ def study_create(name: str, storage: str | None, **params: Any) -> None:
     loaded = create_study(url, name, _config_from(params), params["artifacts"],
                           params["allow_data_issues"])
     click.echo(f"Created study {name!r} in {redact(url)} (budget {loaded.config.trials} "
-               f"trials); start workers with: hpo worker --storage {redact(url)} --study {name}")
+               f"trials); start workers with: hpo worker --storage {shlex.quote(redact(url))} "
+               f"--study {shlex.quote(name)}")
 
 
 @study.command("list")
@@ -313,7 +318,8 @@ def study_list(storage: str | None) -> None:
     from storage import open_storage
 
     url = _storage(storage)
-    summaries = optuna.get_all_study_summaries(open_storage(url), include_best_trial=True)
+    summaries = optuna.get_all_study_summaries(open_storage(url, create=False),
+                                               include_best_trial=True)
     if not summaries:
         click.echo("No studies.")
     for s in sorted(summaries, key=lambda s: s.study_name):
@@ -341,9 +347,14 @@ def study_show(name: str, storage: str | None, as_json: bool) -> None:
                                "progress": asdict(p)}, indent=2))
         return
     cfg = json.loads(loaded.config.to_json())
+    space = cfg.pop("space")
     for k, v in cfg.items():
         click.echo(f"{k}: {v}")
-    click.echo(p.line(loaded.config.metric, 0).rsplit(",", 1)[0])
+    if space.get("freeze_depth") is None:
+        space["freeze_depth"] = "the model's full range"
+    if not space.get("image_sizes"):
+        space["image_sizes"] = "the data's size"
+    click.echo("space: " + ", ".join(f"{k} {v}" for k, v in space.items()))
     _print_best(url, name)
 
 

@@ -11,7 +11,7 @@ import optuna
 
 from hpo.errors import HpoError
 from hpo.space import SearchSpace, SpaceBounds, resolve
-from trainers import METRICS, AugmentPolicy, Dataset, TrainSpec, count_stages
+from trainers import METRICS, AugmentPolicy, Dataset, TrainSpec, build_model, count_stages
 from trainers.model import RANDOM_INIT, check_model_name
 
 CONFIG_ATTR = "hpo.config"
@@ -76,15 +76,25 @@ class StudyConfig:
         if self.sampler not in SAMPLERS:
             raise HpoError(f"sampler must be one of {', '.join(SAMPLERS)}, but got "
                            f"{self.sampler!r}")
-        if self.weights not in (None, RANDOM_INIT) and not Path(self.weights).is_file():
-            raise HpoError(f"weights file {self.weights} does not exist; pass an existing "
-                           ".safetensors/.pth file, or --weights none for random init")
+        if self.weights not in (None, RANDOM_INIT):
+            if Path(self.weights).is_dir():
+                raise HpoError(f"--weights {self.weights} is a folder; pass a weights file, or "
+                               "set HPO_WEIGHTS_DIR to the folder to look up files by model name")
+            if not Path(self.weights).is_file():
+                raise HpoError(f"weights file {self.weights} does not exist; pass an existing "
+                               ".safetensors/.pth file, or --weights none for random init")
         check_model_name(self.model)
 
     def model_stages(self) -> int:
         import timm
 
         return count_stages(timm.create_model(self.model, pretrained=False, num_classes=2))
+
+    def check_weights(self, num_classes: int) -> str:
+        """Load the weights once, as every trial will (file, weights dir or hub), so a bad file
+        or an offline hub is reported before the study exists. Returns where they came from."""
+        _, info = build_model(self.model, num_classes, self.weights)
+        return info.weights
 
     def check_against(self, dataset: Dataset) -> SpaceBounds:
         """Check the search space against the model's stages and the data; returns the bounds."""

@@ -22,7 +22,7 @@ def artifact_dir_for(storage_url: str, explicit: str | None = None) -> Path:
     """--artifacts, $HPO_ARTIFACTS, the folder the storage's hpo studies use, or the default."""
     if explicit or os.environ.get("HPO_ARTIFACTS"):
         return Path(explicit or os.environ["HPO_ARTIFACTS"])
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, create=False)
     dirs = set()
     for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
         raw = s.user_attrs.get(CONFIG_ATTR)
@@ -47,7 +47,8 @@ def serve(storage_url: str, host: str, port: int, artifacts: str | None = None,
     if on_start is not None:
         on_start(f"http://{host}:{port}/dashboard")
     try:
-        run_server(open_storage(storage_url), host=host, port=port, artifact_store=store)
+        run_server(open_storage(storage_url, create=False), host=host, port=port,
+                   artifact_store=store)
     except OSError as e:
         raise HpoError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port") \
             from e

@@ -22,7 +22,14 @@ from hpo import retention
 from hpo.config import StudyConfig
 from hpo.retention import ATTR_CHECKPOINT
 from hpo.space import SpaceBounds, sample
-from trainers import Dataset, FinetuneResult, Hyperparams, NonFiniteLossError, fine_tune
+from trainers import (
+    Dataset,
+    FinetuneResult,
+    Hyperparams,
+    NonFiniteLossError,
+    TrainerError,
+    fine_tune,
+)
 from trainers.checkpoint import save_checkpoint
 from trainers.finetune import TrainState
 
@@ -169,7 +176,8 @@ class Objective:
                 f"{type(e).__name__}: {str(e)[:200]}"
             with contextlib.suppress(Exception):
                 trial.set_user_attr(ATTR_REASON, reason)
-                trial.set_user_attr(ATTR_RETRYABLE, True)
+                # a bad setting (weights, data) fails every retry the same way
+                trial.set_user_attr(ATTR_RETRYABLE, not isinstance(e, TrainerError))
                 self._note(trial, hp, f"failed: {reason}")
             raise
         self._drop_resume(path)  # finished: nothing left to resume

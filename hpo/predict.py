@@ -15,7 +15,7 @@ from hpo.errors import HpoError
 from hpo.export import CONFIG_FILE, WEIGHTS_FILE, preprocess_from
 from trainers import compute_metrics, load_npz, predict_probs, resolve_device
 from trainers.checkpoint import rebuild_model
-from trainers.data import IMAGE_SUFFIXES, _read_image, _stack
+from trainers.data import IMAGE_SUFFIXES, _read_image, resize_uint8
 
 
 @dataclass
@@ -49,7 +49,21 @@ def load_exported(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model, config
 
 
-def _gather(inputs: list[str]) -> tuple[list[str], torch.Tensor, torch.Tensor | None]:
+def _decode(files: list[Path], size: int, channels: int) -> torch.Tensor:
+    """Each image straight to the model's size and channels (independent of the others)."""
+    out = torch.empty((len(files), channels, size, size), dtype=torch.uint8)
+    for i, f in enumerate(files):
+        t = torch.from_numpy(_read_image(f))
+        t = t.permute(2, 0, 1) if t.ndim == 3 else t[None]
+        if t.shape[0] != channels:
+            t = (t.float().mean(dim=0, keepdim=True).round().to(torch.uint8) if channels == 1
+                 else t.expand(channels, -1, -1))
+        out[i] = resize_uint8(t[None], (size, size))[0]
+    return out
+
+
+def _gather(inputs: list[str], size: int, channels: int
+            ) -> tuple[list[str], torch.Tensor, torch.Tensor | None]:
     if len(inputs) == 1 and inputs[0].endswith(".npz"):
         ds = load_npz(inputs[0])
         split = ds.test if ds.test is not None else ds.val
@@ -70,15 +84,15 @@ def _gather(inputs: list[str]) -> tuple[list[str], torch.Tensor, torch.Tensor | 
             files.append(p)
         else:
             raise HpoError(f"input {p} does not exist; pass image files, a folder or a .npz")
-    arrays = [_read_image(f) for f in files]
-    return [str(f) for f in files], _stack(arrays, "inputs"), None
+    return [str(f) for f in files], _decode(files, size, channels), None
 
 
 def predict(folder: str | Path, inputs: list[str], device: str = "cpu") -> Predictions:
     model, config = load_exported(folder)
     dev = resolve_device(device)
     model.to(dev)
-    names, images, labels = _gather(inputs)
+    names, images, labels = _gather(inputs, int(config["image_size"]),
+                                    int(config["data_channels"]))
     if images.shape[1] != config["data_channels"] and images.shape[1] == 3 \
             and config["data_channels"] == 1:
         images = images.float().mean(dim=1, keepdim=True).round().to(torch.uint8)

@@ -25,6 +25,8 @@ class SearchSpace:
 
     def check(self, model: str, stages: int) -> None:
         lo, hi = self.lr
+        if lo > hi:
+            raise HpoError(f"lr range {lo}..{hi} is reversed; use LOW..HIGH")
         if not (0 < lo <= hi < 10 and math.isfinite(hi)):
             raise HpoError(f"lr range must satisfy 0 < low <= high < 10, but got {lo}..{hi}")
         if self.freeze_depth is not None:
@@ -36,6 +38,8 @@ class SearchSpace:
             if flo > fhi:
                 raise HpoError(f"freeze_depth range {flo}..{fhi} is empty; use LOW..HIGH")
         alo, ahi = self.aug_strength
+        if alo > ahi:
+            raise HpoError(f"aug_strength range {alo}..{ahi} is reversed; use LOW..HIGH")
         if not 0 <= alo <= ahi <= 1:
             raise HpoError(f"aug_strength range must be within 0..1, but got {alo}..{ahi}")
         for s in self.image_sizes:

@@ -14,7 +14,7 @@ from optuna.storages import BaseStorage
 from hpo.config import CONFIG_ATTR, StudyConfig
 from hpo.errors import HpoError
 from hpo.space import SpaceBounds, default_params
-from storage import ENV_ARTIFACTS, default_artifact_dir, open_storage, redact
+from storage import ENV_ARTIFACTS, default_artifact_dir, open_storage, parse_storage, redact
 from trainers import Dataset, load_dataset
 from trainers.datacheck import check_data
 
@@ -32,6 +32,14 @@ class LoadedStudy:
     study: optuna.Study
     config: StudyConfig
     storage_url: str
+
+
+def check_study_name(name: str) -> None:
+    if not name.strip() or name != name.strip() or any(c in name for c in "\n\r\t"):
+        raise HpoError(f"study name {name!r} is empty or has surrounding/control whitespace; "
+                       "pass a name such as chest-resnet18")
+    if len(name) > 200:
+        raise HpoError(f"study name is {len(name)} characters long; keep it under 200")
 
 
 def default_study_name(data: str, model: str) -> str:
@@ -64,6 +72,8 @@ def prepare_config(config: StudyConfig, storage_url: str, artifacts: str | None 
                        "data (see `hpo data check`) or pass --allow-data-issues")
     dataset = load_dataset(config.data)
     bounds = config.check_against(dataset)
+    source = config.check_weights(dataset.num_classes)
+    log.info("weights: %s", source)
     data = config.data
     if Path(data).expanduser().exists():  # store absolute paths: workers may start elsewhere
         data = str(Path(data).expanduser().resolve())
@@ -81,6 +91,7 @@ def create_study(storage_url: str, name: str, config: StudyConfig,
 
     Everything is checked first, so a bad input never leaves a half-created study behind.
     """
+    check_study_name(name)
     config, _, bounds = prepare_config(config, storage_url, artifacts, allow_data_issues)
     storage = open_storage(storage_url)
     if name in study_names(storage):
@@ -100,7 +111,7 @@ def create_study(storage_url: str, name: str, config: StudyConfig,
 
 def load_study(storage_url: str, name: str, sampler_seed: int | None = None,
                storage: BaseStorage | None = None) -> LoadedStudy:
-    storage = storage or open_storage(storage_url)
+    storage = storage or open_storage(storage_url, create=False)
     names = study_names(storage)
     if name not in names:
         known = f"studies there: {', '.join(names)}" if names else "it holds no studies"
@@ -162,6 +173,9 @@ def create_or_resume(storage_url: str, name: str, config: StudyConfig,
                      artifacts: str | None = None, allow_data_issues: bool = False
                      ) -> tuple[LoadedStudy, bool]:
     """``hpo run``: create the study, or resume it if it exists with the same settings."""
+    path = parse_storage(storage_url).path
+    if path is not None and not path.exists():  # validate before the file is created
+        return create_study(storage_url, name, config, artifacts, allow_data_issues), True
     storage = open_storage(storage_url)
     if name not in study_names(storage):
         return create_study(storage_url, name, config, artifacts, allow_data_issues), True

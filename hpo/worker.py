@@ -10,6 +10,7 @@ resumes from the last epoch checkpoint. Storage outages are waited out with back
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import retention
-from hpo.errors import HpoError
+from hpo.errors import USER_ERRORS, HpoError
 from hpo.objective import (
     ATTR_REASON,
     ATTR_RETRYABLE,
@@ -80,7 +81,7 @@ def budget_left(study: optuna.Study, trials: int) -> int:
 def open_worker_study(storage_url: str, study_name: str) -> LoadedStudy:
     """Load the study, then switch on heartbeats with the study's own settings (one
     connection pool per process)."""
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, create=False)
     config = load_study(storage_url, study_name, storage=storage).config
     enable_heartbeat(storage, config.heartbeat_interval, config.grace_period,
                      config.max_retries)
@@ -161,8 +162,18 @@ def run_worker(storage_url: str, study_name: str, device: str = "auto",
                 summary.interrupted = True
                 summary.stopped_by = "signal"
                 _retry_current_quietly(study, objective, config.max_retries, INTERRUPTED)
+                with contextlib.suppress(Exception):
+                    current = _current(study, objective)
+                    if current is not None and current.state == TrialState.FAIL:
+                        summary.ran += 1
+                        summary.failed += 1
+                        log.info("trial %d interrupted: failed and queued for retry",
+                                 current.number)
                 break
             except Exception as e:
+                if isinstance(e, USER_ERRORS):
+                    _retry_current_quietly(study, objective, config.max_retries, str(e))
+                    raise  # a setting every trial would trip over: stop with the message
                 if not _is_storage_error(e):
                     errors += 1
                     log.error("trial failed with %s: %s", type(e).__name__, e)

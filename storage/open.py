@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import optuna
 import sqlalchemy.exc
@@ -36,6 +38,8 @@ def _explain_db_error(spec: StorageSpec, e: BaseException) -> StorageError:
     elif "could not connect" in low or "connection refused" in low or "timeout" in low \
             or "could not translate host" in low:
         msg = f"{where}: cannot reach the database server ({redact(first)}); check host and port"
+    elif "file is not a database" in low:
+        msg = f"{where} is not an SQLite database; pass the right --storage file"
     elif "unable to open database file" in low:
         msg = f"{where}: cannot open the SQLite file; check that its folder exists and is writable"
     elif "no longer compatible" in low and "storage upgrade" in low:
@@ -71,8 +75,24 @@ def enable_heartbeat(storage: BaseStorage, interval: int, grace_period: int,
     return True
 
 
+def _check_journal(path: Path) -> None:
+    """Refuse a file that is not an Optuna journal before appending records to it."""
+    with open(path, "rb") as f:
+        first = f.readline(1 << 20)
+    if not first.strip():
+        return
+    try:
+        record = json.loads(first)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or "op_code" not in record:
+        raise StorageError(f"{path} is not an Optuna journal file; pass the right --storage "
+                           "file (or a new file name to start one)")
+
+
 def open_storage(url: str, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None, max_retry: int | None = None) -> BaseStorage:
+                 grace_period: int | None = None, max_retry: int | None = None,
+                 create: bool = True) -> BaseStorage:
     """Open ``url`` (postgresql://, sqlite:///, or a journal file path) as an Optuna storage.
 
     With ``heartbeat_interval`` (database stores only), running trials send heartbeats and a
@@ -80,12 +100,17 @@ def open_storage(url: str, heartbeat_interval: int | None = None,
     retried up to ``max_retry`` times.
     """
     spec = parse_storage(url)
+    if spec.path is not None and not create and not spec.path.exists():
+        raise StorageError(f"storage {spec.path} does not exist; create a study first (`hpo run`"
+                           " or `hpo study create`) or pass --storage / HPO_STORAGE")
     try:
         if spec.kind == "journal":
             assert spec.path is not None
             if not spec.path.parent.exists() and str(spec.path.parent) not in ("", "."):
                 raise StorageError(f"folder {spec.path.parent} for storage {spec.path} does not "
                                    "exist; create it or pass another path")
+            if spec.path.is_file():
+                _check_journal(spec.path)
             return JournalStorage(JournalFileBackend(str(spec.path)))
         kwargs = engine_kwargs() if spec.kind == "postgresql" else {
             "connect_args": {"timeout": 60}}  # SQLite: wait for other writers, don't fail
@@ -101,3 +126,6 @@ def open_storage(url: str, heartbeat_interval: int | None = None,
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
             RuntimeError, OSError) as e:
         raise _explain_db_error(spec, e) from e
+    except ValueError as e:  # e.g. a non-numeric port in the URL
+        raise StorageError(f"{spec.display}: malformed storage URL ({e}); use "
+                           "postgresql://user:password@host:5432/database") from e

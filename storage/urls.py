@@ -30,11 +30,12 @@ class StorageSpec:
 
 
 _PASSWORD = re.compile(r"(://[^:/@]+:)([^@]*)(@)")
+_PASSWORD_PARAM = re.compile(r"((?:^|[?&;])password=)([^&;]*)", re.IGNORECASE)
 
 
 def redact(url: str) -> str:
-    """Hide the password in ``scheme://user:password@host``."""
-    return _PASSWORD.sub(r"\1***\3", url)
+    """Hide the password in ``scheme://user:password@host`` and in ``?password=...``."""
+    return _PASSWORD_PARAM.sub(r"\1***", _PASSWORD.sub(r"\1***\3", url))
 
 
 def resolve_storage_url(url: str | None) -> str:

@@ -102,10 +102,16 @@ def _catalog() -> dict[str, Any]:
 
 def _to_nchw(images: np.ndarray, path: str, key: str) -> torch.Tensor:
     if images.dtype != np.uint8:
-        if images.size and (images.min() < 0 or images.max() > 255):
-            raise TrainerError(f"{path}: {key} must hold 0..255 pixel values, got "
-                               f"{images.min()}..{images.max()}")
-        images = images.astype(np.uint8)
+        if images.dtype.kind not in "uif":
+            raise TrainerError(f"{path}: {key} has dtype {images.dtype}; store pixels as "
+                               "uint8 (or floats in 0..1)")
+        low, high = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
+        if low < 0 or high > 255:
+            raise TrainerError(f"{path}: {key} must hold 0..255 (or 0..1) pixel values, got "
+                               f"{low:g}..{high:g}")
+        if images.dtype.kind == "f" and high <= 1.0:  # floats in [0, 1]: scale, don't truncate
+            images = images * 255.0
+        images = np.rint(images).astype(np.uint8)
     if images.ndim == 3:  # (N, H, W) grayscale
         images = images[:, None]
     elif images.ndim == 4 and images.shape[-1] in (1, 3):
@@ -132,6 +138,9 @@ def _labels(labels: np.ndarray, path: str, key: str) -> torch.Tensor:
 def load_npz(path: str | Path) -> Dataset:
     """Load a MedMNIST-layout ``.npz`` (train/val/test images and labels)."""
     path = str(path)
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+        raise TrainerError(f"{path} is not a .npz file (not a zip archive); pass a MedMNIST "
+                           ".npz or an image folder")
     try:
         npz = np.load(path, allow_pickle=False)
     except FileNotFoundError as e:
@@ -150,12 +159,20 @@ def load_npz(path: str | Path) -> Dataset:
         for s in SPLITS:
             if f"{s}_images" not in npz.files:
                 continue
-            images = _to_nchw(npz[f"{s}_images"], path, f"{s}_images")
-            labels = _labels(npz[f"{s}_labels"], path, f"{s}_labels")
+            try:
+                raw_images, raw_labels = npz[f"{s}_images"], npz[f"{s}_labels"]
+            except (ValueError, KeyError) as e:
+                raise TrainerError(f"{path}: cannot read the {s} arrays ({e}); store plain "
+                                   "numeric arrays (no Python objects)") from e
+            images = _to_nchw(raw_images, path, f"{s}_images")
+            labels = _labels(raw_labels, path, f"{s}_labels")
             if len(images) != len(labels):
                 raise TrainerError(f"{path}: {s} has {len(images)} images but "
                                    f"{len(labels)} labels")
             splits[s] = Split(images, labels)
+    for s in ("train", "val"):
+        if len(splits[s]) == 0:
+            raise TrainerError(f"{path}: the {s} split has no images")
     shapes = {tuple(sp.images.shape[1:]) for sp in splits.values()}
     if len(shapes) != 1:
         raise TrainerError(f"{path}: splits have different image shapes {sorted(shapes)}")
@@ -170,8 +187,20 @@ def load_npz(path: str | Path) -> Dataset:
         classes = [str(i) for i in range(num_classes)]
     if num_classes < 2:
         raise TrainerError(f"{path}: only one class found; classification needs at least two")
+    check_labels(path, splits["train"], [(s, sp) for s, sp in splits.items() if s != "train"])
     return Dataset(source=path, classes=classes, train=splits["train"], val=splits["val"],
                    test=splits.get("test"), info={"format": "npz"})
+
+
+def check_labels(where: str, train: Split, others: list[tuple[str, Split]]) -> None:
+    """Every class that is validated or tested on must be trained on."""
+    known = set(train.labels.tolist())
+    for name, split in others:
+        unseen = sorted(set(split.labels.tolist()) - known)
+        if unseen:
+            raise TrainerError(f"{where}: class {unseen[0]} appears in {name} but never in "
+                               "train; add training images of it or remove it from "
+                               f"{name}")
 
 
 # --------------------------------------------------------------------------- image folders
@@ -297,6 +326,13 @@ def load_image_folder(root: str | Path, split_seed: int = DEFAULT_SPLIT_SEED) ->
         info = {"format": "folder", "layout": "single", "split_seed": split_seed,
                 "split_fractions": [1 - DEFAULT_VAL_FRACTION - DEFAULT_TEST_FRACTION,
                                     DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION]}
+    for name, split in (("train", train), ("val", val)):
+        if len(split) == 0:
+            raise TrainerError(f"{root}: the {name} split is empty (too few images to split "
+                               "70/15/15; use at least 3 images per class, or ROOT/train and "
+                               "ROOT/val folders)")
+    check_labels(str(root), train, [(n, s) for n, s in (("val", val), ("test", test))
+                                    if s is not None and len(s)])
     shapes = {tuple(s.images.shape[1:]) for s in (train, val, test) if s is not None}
     if len(shapes) > 1:  # splits decoded at different sizes/channels: bring them to train's
         c, h, w = train.images.shape[1:]

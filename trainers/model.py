@@ -95,7 +95,7 @@ def build_model(name: str, num_classes: int, weights: str | None = None,
                                    ".safetensors or .pth file, or --weights none")
             model = timm.create_model(name, pretrained=False, **kwargs)
             load_weights_file(model, path, name)
-            source = str(path)
+            source = str(path.resolve())
         else:
             try:
                 model = timm.create_model(name, pretrained=True, **kwargs)
@@ -143,7 +143,8 @@ def load_weights_file(model: nn.Module, path: Path, name: str) -> None:
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
-        first = str(e).strip().splitlines()[-1].strip()[:160]
+        lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln]
+        first = (lines[0] if lines else str(e).strip().splitlines()[-1].strip())[:240]
         raise TrainerError(f"weights file {path} does not fit model {name} ({first}); pass "
                            "the weights saved for this architecture") from e
     missing = [k for k in result.missing_keys

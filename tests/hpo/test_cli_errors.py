@@ -106,3 +106,84 @@ def test_export_and_predict_refuse_bad_folders(tmp_path: Path, breast_npz: Path)
     _assert_error(r, "already exists and is not empty")
     assert (busy / "keep.txt").read_text() == "mine"
     _assert_error(_run("predict", str(tmp_path), str(breast_npz)), "is not an hpo export")
+
+
+def test_weights_are_checked_before_the_study_exists(tmp_path: Path, breast_npz: Path,
+                                                     weights_dir: Path) -> None:
+    storage = tmp_path / "s.journal"
+    base = ["study", "create", "w", "--allow-data-issues", "--data", str(breast_npz),
+            "--storage", str(storage)]
+    fake = tmp_path / "fake.safetensors"
+    fake.write_text("not weights")
+    _assert_error(_run(*base, "--model", "test_resnet", "--weights", str(fake)),
+                  "cannot read weights file")
+    _assert_error(_run(*base, "--model", "mobilenetv2_100", "--weights",
+                       str(weights_dir / "tf_efficientnet_lite0.in1k.safetensors")),
+                  "does not fit model mobilenetv2_100", "size mismatch")
+    _assert_error(_run(*base, "--model", "test_resnet"), "model hub", "--weights")  # offline
+    _assert_error(_run(*base, "--model", "test_resnet", "--weights", str(weights_dir)),
+                  "is a folder", "HPO_WEIGHTS_DIR")
+    assert not storage.exists()  # nothing was created, not even the storage file
+
+
+def test_read_only_commands_create_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    monkeypatch.chdir(tmp_path)
+    for args in (["study", "list"], ["study", "show", "x"], ["worker", "--study", "x"],
+                 ["export", "--study", "x", "--out", "e"], ["report", "--study", "x"]):
+        _assert_error(_run(*args), "hpo.journal does not exist")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_foreign_files_as_storage_are_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.journal"
+    bad.write_text("garbage\n")
+    _assert_error(_run("study", "list", "--storage", str(bad)), "not an Optuna journal file")
+    assert bad.read_text() == "garbage\n"
+    db = tmp_path / "bad.db"
+    db.write_text("garbage" * 100)
+    _assert_error(_run("study", "list", "--storage", f"sqlite:///{db}"), "not an SQLite")
+    _assert_error(_run("study", "list", "--storage", "postgresql://u:pw@127.0.0.1:nope/db"),
+                  "malformed storage URL")
+    line = [ln for ln in _run("study", "list", "--storage",
+                              "postgresql://u@127.0.0.1:1/db?password=hunter2").output
+            .splitlines() if ln.startswith("Error:")][0]
+    assert "hunter2" not in line and "password=***" in line
+
+
+def test_bad_npz_contents(tmp_path: Path) -> None:
+    import numpy as np
+
+    base = ["data", "check"]
+    text = tmp_path / "text.npz"
+    text.write_text("hello")
+    _assert_error(_run(*base, str(text)), "not a .npz file")
+    np.savez(tmp_path / "empty.npz", train_images=np.zeros((0, 8, 8), np.uint8),
+             train_labels=np.zeros((0,), np.uint8), val_images=np.zeros((0, 8, 8), np.uint8),
+             val_labels=np.zeros((0,), np.uint8))
+    _assert_error(_run(*base, str(tmp_path / "empty.npz")), "train split has no images")
+    rng = np.random.default_rng(0)
+    images = rng.random((12, 8, 8))
+    np.savez(tmp_path / "unseen.npz", train_images=images, train_labels=np.array([0, 1] * 6),
+             val_images=images[:3], val_labels=np.array([0, 1, 2]))
+    _assert_error(_run(*base, str(tmp_path / "unseen.npz")),
+                  "class 2 appears in val but never in train")
+
+
+def test_float_images_in_unit_range_are_scaled(tmp_path: Path) -> None:
+    import numpy as np
+
+    from trainers import load_npz
+
+    images = np.random.default_rng(0).random((6, 8, 8))
+    np.savez(tmp_path / "f.npz", train_images=images, train_labels=np.array([0, 1] * 3),
+             val_images=images, val_labels=np.array([0, 1] * 3))
+    ds = load_npz(tmp_path / "f.npz")
+    assert int(ds.train.images.max()) > 200  # not truncated to zeros
+    assert int(ds.train.images[0, 0, 0, 0]) == round(images[0, 0, 0] * 255)
+
+
+def test_study_names_must_be_real(tmp_path: Path, breast_npz: Path) -> None:
+    _assert_error(_run("study", "create", " ", "--allow-data-issues", "--data", str(breast_npz),
+                       "--model", "test_resnet", "--weights", "none", "--storage",
+                       str(tmp_path / "s.journal")), "study name")

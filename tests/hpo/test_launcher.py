@@ -57,9 +57,10 @@ def test_killed_worker_is_restarted_and_its_trial_resumed(tmp_path: Path,
 
     def training() -> bool:
         running = study.get_trials(states=(TrialState.RUNNING,))
-        return bool(running) and len(running[0].intermediate_values) >= 2
+        # 3 reported epochs: epoch 1's checkpoint (written after its report) is on disk
+        return bool(running) and len(running[0].intermediate_values) >= 3
 
-    wait_for(training, 120, "a trial with two epochs")
+    wait_for(training, 120, "a trial with three epochs")
     victim = study.get_trials(states=(TrialState.RUNNING,))[0]
     pid = int(victim.user_attrs["hpo.worker"].rsplit(":", 1)[1])
     os.kill(pid, signal.SIGKILL)

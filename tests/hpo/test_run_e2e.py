@@ -134,3 +134,18 @@ def test_rerunning_resumes_without_new_trials(finished_study: dict, breast_npz: 
     study = optuna.load_study(study_name="e2e", storage=open_storage(finished_study["storage"]))
     assert len(study.trials) == len(finished_study["study"].trials)
 
+
+
+def test_predict_on_image_files_does_not_depend_on_the_other_inputs(
+        finished_study: dict, breast_npz: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    test = load_npz(breast_npz).test
+    assert test is not None
+    small = tmp_path / "small.png"
+    big = tmp_path / "big.png"
+    Image.fromarray(test.images[0, 0].numpy()).save(small)
+    Image.fromarray(test.images[1, 0].numpy()).resize((112, 112)).save(big)
+    alone = predict(finished_study["out"], [str(big)]).probs
+    together = predict(finished_study["out"], [str(small), str(small), str(big)]).probs
+    assert torch.allclose(alone[0], together[2], atol=1e-6)
