@@ -249,8 +249,13 @@ def run(ctx: click.Context, storage: str | None, study_name: str | None, workers
     verb = "Created" if created else f"Resuming ({p.finished} trials finished)"
     click.echo(f"{verb} study {name!r} in {redact(url)}; {workers} worker(s), "
                f"budget {loaded.config.trials} trials", err=True)
-    failed = Launcher(url, name, slots, ctx.obj["verbose"]).run()
+    launcher = Launcher(url, name, slots, ctx.obj["verbose"])
+    failed = launcher.run()
     _print_best(url, name)
+    if launcher.interrupted:
+        click.echo("Stopped: running trials were failed and queued for retry; run the same "
+                   "command again to resume.", err=True)
+        sys.exit(130)
     if failed:
         click.echo(f"Warning: {failed} worker slot(s) gave up; see the log above.", err=True)
     if out:

@@ -122,6 +122,11 @@ class Launcher:
         self.loaded: LoadedStudy = load_study(storage_url, study_name)
         self._stop_requested = False
 
+    @property
+    def interrupted(self) -> bool:
+        """True when SIGINT/SIGTERM stopped the workers before the budget was spent."""
+        return self._stop_requested
+
     # ---------------------------------------------------------------- processes
 
     def _command(self, slot: WorkerSlot) -> list[str]:
