@@ -23,6 +23,10 @@ class Progress:
     epochs: tuple[tuple[int, int], ...] = ()  # (trial, epochs done) of running trials
     images_per_s: float | None = None  # mean over the last finished trials
 
+    def key(self) -> tuple[object, ...]:
+        """What counts as a change in logs: trial outcomes and the best, not epoch ticks."""
+        return (self.complete, self.pruned, self.failed, self.running, self.best_value)
+
     @property
     def finished(self) -> int:
         return self.complete + self.pruned
@@ -66,7 +70,7 @@ class ProgressView:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.started = time.monotonic()
-        self._last: tuple[Progress, str] | None = None
+        self._last: tuple[tuple[object, ...], str] | None = None
 
     def update(self, p: Progress, extra: str = "") -> None:
         line = p.line(self.metric, time.monotonic() - self.started)
@@ -75,10 +79,10 @@ class ProgressView:
         if self.tty:
             self.stream.write("\r\x1b[2K" + line)
             self.stream.flush()
-        elif (p, extra) != self._last:
+        elif (p.key(), extra) != self._last:
             self.stream.write(line + "\n")
             self.stream.flush()
-        self._last = (p, extra)
+        self._last = (p.key(), extra)
 
     def close(self) -> None:
         if self.tty:

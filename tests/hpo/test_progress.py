@@ -33,10 +33,12 @@ def test_log_friendly_without_a_terminal() -> None:
     view = ProgressView("accuracy", out)
     view.update(_p(1))
     view.update(_p(1))  # unchanged: nothing printed
+    view.update(_p(1, ((4, 2),)))  # a new trial started: printed
+    view.update(Progress(1, 2, 1, 1, 30, 0.91, 3, ((4, 3),), 250.0))  # only an epoch tick
     view.update(_p(2))
     view.close()
     lines = out.getvalue().splitlines()
-    assert len(lines) == 2 and "\r" not in out.getvalue()
+    assert len(lines) == 3 and "\r" not in out.getvalue()
 
 
 def test_live_line_on_a_terminal() -> None:
