@@ -1,0 +1,133 @@
+"""Coordination cost: N worker processes run a no-training objective (10 intermediate reports
+per trial, Hyperband pruning) against one study, on PostgreSQL and on the embedded journal file.
+Reports finished trials/s, p50/p99 latency of ask, report+should_prune and tell, and errors.
+
+    python benchmarks/coordination.py [--quick] [--postgres URL] [--procs 1,4,16,32]
+
+Without --postgres a throwaway server is started from the installed binaries (as the tests do).
+Writes benchmarks/results/coordination.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from storage import open_storage  # noqa: E402
+
+REPORTS = 10
+
+
+def _worker(url: str, study_name: str, seconds: float, queue: mp.Queue) -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    ask, report, tell, errors, done = [], [], [], 0, 0
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(url),
+                                  sampler=optuna.samplers.TPESampler(constant_liar=True),
+                                  pruner=optuna.pruners.HyperbandPruner(1, REPORTS))
+    except Exception as e:  # noqa: BLE001 - counted, not raised: the benchmark reports errors
+        queue.put({"ask": [], "report": [], "tell": [], "errors": 1, "done": 0,
+                   "error": repr(e)})
+        return
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            t0 = time.perf_counter()
+            trial = study.ask()
+            x = trial.suggest_float("lr", 1e-5, 1e-2, log=True)
+            trial.suggest_int("freeze_depth", 0, 5)
+            ask.append(time.perf_counter() - t0)
+            pruned = False
+            for step in range(REPORTS):
+                t0 = time.perf_counter()
+                trial.report(x * (step + 1), step)
+                pruned = trial.should_prune()
+                report.append(time.perf_counter() - t0)
+                if pruned:
+                    break
+            t0 = time.perf_counter()
+            if pruned:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, x)
+            tell.append(time.perf_counter() - t0)
+            done += 1
+        except Exception:  # noqa: BLE001
+            errors += 1
+    queue.put({"ask": ask, "report": report, "tell": tell, "errors": errors, "done": done})
+
+
+def _ms(xs: list[float], q: int) -> float | None:
+    if len(xs) < 2:
+        return None
+    return round(1000 * statistics.quantiles(xs, n=100)[q - 1], 1)
+
+
+def run(url: str, procs: int, seconds: float) -> dict[str, object]:
+    name = f"coord-{uuid.uuid4().hex[:8]}"
+    optuna.create_study(study_name=name, storage=open_storage(url), direction="maximize")
+    queue: mp.Queue = mp.Queue()
+    workers = [mp.Process(target=_worker, args=(url, name, seconds, queue))
+               for _ in range(procs)]
+    start = time.monotonic()
+    for w in workers:
+        w.start()
+    results = [queue.get(timeout=seconds + 300) for _ in workers]
+    for w in workers:
+        w.join()
+    elapsed = time.monotonic() - start
+    merged: dict[str, list[float]] = {k: [x for r in results for x in r[k]]
+                                      for k in ("ask", "report", "tell")}
+    done = sum(int(r["done"]) for r in results)
+    return {"procs": procs, "trials": done, "trials_per_s": round(done / elapsed, 1),
+            "errors": sum(int(r["errors"]) for r in results),
+            **{f"{k}_p50_ms": _ms(v, 50) for k, v in merged.items()},
+            **{f"{k}_p99_ms": _ms(v, 99) for k, v in merged.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10 s per setting")
+    parser.add_argument("--postgres", default=None)
+    parser.add_argument("--procs", default="1,4,16,32")
+    args = parser.parse_args()
+    seconds = 10.0 if args.quick else 30.0
+    counts = [int(p) for p in args.procs.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        server = None
+        url = args.postgres
+        if url is None:
+            from tests.pg import start_postgres
+
+            (Path(tmp) / "pg").mkdir()
+            server = start_postgres(Path(tmp) / "pg")
+            url = server.create_database("coordination")
+        try:
+            for store, store_url in (("postgresql", url),
+                                     ("journal", str(Path(tmp) / "c.journal"))):
+                for n in counts:
+                    row = {"store": store, **run(store_url, n, seconds)}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+        finally:
+            if server is not None:
+                server.stop()
+    out = Path(__file__).parent / "results" / "coordination.json"
+    out.write_text(json.dumps({"seconds_per_setting": seconds, "reports_per_trial": REPORTS,
+                               "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
