@@ -90,20 +90,17 @@ class StudyConfig:
 
         return count_stages(timm.create_model(self.model, pretrained=False, num_classes=2))
 
-    def check_weights(self, num_classes: int) -> str:
-        """Load the weights once, as every trial will (file, weights dir or hub), so a bad file
-        or an offline hub is reported before the study exists. Returns where they came from."""
-        _, info = build_model(self.model, num_classes, self.weights)
-        return info.weights
-
-    def check_against(self, dataset: Dataset) -> SpaceBounds:
-        """Check the search space against the model's stages and the data; returns the bounds."""
-        stages = self.model_stages()
-        self.space.check(self.model, stages)
+    def check_against(self, dataset: Dataset) -> tuple[SpaceBounds, str]:
+        """Build the model with its weights once, as every trial will (file, weights dir or
+        hub), so a bad file or an offline hub is reported before the study exists; then check
+        the search space against its stages and the data. Returns the bounds and where the
+        weights came from."""
+        _, info = build_model(self.model, dataset.num_classes, self.weights)
+        self.space.check(self.model, info.stages)
         if len(dataset.train) < self.batch_size:
             raise HpoError(f"batch size {self.batch_size} is larger than the training split "
                            f"({len(dataset.train)} images); pass a smaller --batch-size")
-        return self.bounds(dataset, stages)
+        return self.bounds(dataset, info.stages), info.weights
 
     def bounds(self, dataset: Dataset, stages: int | None = None) -> SpaceBounds:
         stages = self.model_stages() if stages is None else stages

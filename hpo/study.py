@@ -71,8 +71,7 @@ def prepare_config(config: StudyConfig, storage_url: str, artifacts: str | None 
         raise HpoError(f"data check failed for {config.data}: {'; '.join(problems)}; fix the "
                        "data (see `hpo data check`) or pass --allow-data-issues")
     dataset = load_dataset(config.data)
-    bounds = config.check_against(dataset)
-    source = config.check_weights(dataset.num_classes)
+    bounds, source = config.check_against(dataset)
     log.info("weights: %s", source)
     data = config.data
     if Path(data).expanduser().exists():  # store absolute paths: workers may start elsewhere
