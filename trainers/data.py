@@ -7,6 +7,7 @@ training device when it fits) instead of re-decoding files every epoch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -94,6 +95,7 @@ class Dataset:
 # --------------------------------------------------------------------------- MedMNIST .npz
 
 
+@functools.cache
 def _catalog() -> dict[str, Any]:
     text = resources.files("trainers").joinpath("medmnist_catalog.json").read_text()
     catalog: dict[str, Any] = json.loads(text)
