@@ -23,9 +23,9 @@ from pathlib import Path
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from storage import open_storage  # noqa: E402
+from _timing import REPORTS, timed_trial  # noqa: E402
 
-REPORTS = 10
+from storage import open_storage  # noqa: E402
 
 
 def _worker(url: str, study_name: str, seconds: float, queue: mp.Queue) -> None:
@@ -42,25 +42,7 @@ def _worker(url: str, study_name: str, seconds: float, queue: mp.Queue) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            t0 = time.perf_counter()
-            trial = study.ask()
-            x = trial.suggest_float("lr", 1e-5, 1e-2, log=True)
-            trial.suggest_int("freeze_depth", 0, 5)
-            ask.append(time.perf_counter() - t0)
-            pruned = False
-            for step in range(REPORTS):
-                t0 = time.perf_counter()
-                trial.report(x * (step + 1), step)
-                pruned = trial.should_prune()
-                report.append(time.perf_counter() - t0)
-                if pruned:
-                    break
-            t0 = time.perf_counter()
-            if pruned:
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            else:
-                study.tell(trial, x)
-            tell.append(time.perf_counter() - t0)
+            timed_trial(study, ask, report, tell)
             done += 1
         except Exception:  # noqa: BLE001
             errors += 1

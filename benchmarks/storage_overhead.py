@@ -14,45 +14,27 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from storage import open_storage  # noqa: E402
+from _timing import REPORTS, timed_trial  # noqa: E402
 
-REPORTS_PER_TRIAL = 10
+from storage import open_storage  # noqa: E402
 
 
 def measure(url: str, trials: int) -> dict[str, float]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=f"bench-{uuid.uuid4().hex[:8]}",
                                 storage=open_storage(url), direction="maximize",
-                                pruner=optuna.pruners.HyperbandPruner(1, REPORTS_PER_TRIAL))
-    ask, report, tell = [], [], []
+                                pruner=optuna.pruners.HyperbandPruner(1, REPORTS))
+    ask: list[float] = []
+    report: list[float] = []
+    tell: list[float] = []
     for _ in range(trials):
-        t0 = time.perf_counter()
-        trial = study.ask()
-        trial.suggest_float("lr", 1e-5, 1e-2, log=True)
-        trial.suggest_int("freeze_depth", 0, 5)
-        trial.suggest_float("aug_strength", 0, 1)
-        ask.append(time.perf_counter() - t0)
-        pruned = False
-        for step in range(REPORTS_PER_TRIAL):
-            t0 = time.perf_counter()
-            trial.report(step / REPORTS_PER_TRIAL, step)
-            pruned = trial.should_prune()
-            report.append(time.perf_counter() - t0)
-            if pruned:
-                break
-        t0 = time.perf_counter()
-        if pruned:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        else:
-            study.tell(trial, 0.5)
-        tell.append(time.perf_counter() - t0)
+        timed_trial(study, ask, report, tell)
 
     def ms(xs: list[float], q: float) -> float:
         return round(1000 * statistics.quantiles(xs, n=100)[int(q) - 1], 2)
@@ -97,7 +79,7 @@ def main() -> None:
               f"{r['tell_p50_ms']:>8}/{r['tell_p99_ms']:<7}{r['per_trial_ms']:>10}"
               f"{r['share_of_60s_trial_pct']:>11}")
     out = Path(__file__).parent / "results" / "storage_overhead.json"
-    out.write_text(json.dumps({"trials": args.trials, "reports_per_trial": REPORTS_PER_TRIAL,
+    out.write_text(json.dumps({"trials": args.trials, "reports_per_trial": REPORTS,
                                "results": results}, indent=2) + "\n")
     print(f"wrote {out}")
 
