@@ -6,23 +6,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from click.testing import CliRunner, Result
 
-from hpo.cli import main
 from storage import open_storage
-
-
-def _run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
-
-
-def _assert_error(result: Result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
-    assert len(lines) == 1, result.output
-    for n in needles:
-        assert n in lines[0], lines[0]
-    assert "Traceback" not in result.output
+from tests.cli import assert_error, run_cli
 
 
 def _no_studies(storage: Path) -> None:
@@ -32,40 +18,40 @@ def _no_studies(storage: Path) -> None:
 
 def test_missing_data_file(tmp_path: Path) -> None:
     storage = tmp_path / "s.journal"
-    r = _run("study", "create", "s", "--data", str(tmp_path / "nope.npz"), "--model",
+    r = run_cli("study", "create", "s", "--data", str(tmp_path / "nope.npz"), "--model",
              "test_resnet", "--weights", "none", "--storage", str(storage))
-    _assert_error(r, "nope.npz", "check the path")
+    assert_error(r, "nope.npz", "check the path")
     _no_studies(storage)
 
 
 def test_unknown_model_name(tmp_path: Path, breast_npz: Path) -> None:
     storage = tmp_path / "s.journal"
-    r = _run("run", "--data", str(breast_npz), "--model", "resnet_nope", "--storage",
+    r = run_cli("run", "--data", str(breast_npz), "--model", "resnet_nope", "--storage",
              str(storage))
-    _assert_error(r, "unknown timm model 'resnet_nope'")
+    assert_error(r, "unknown timm model 'resnet_nope'")
     _no_studies(storage)
 
 
 def test_out_of_range_freeze_depth(tmp_path: Path, breast_npz: Path) -> None:
     storage = tmp_path / "s.journal"
-    r = _run("study", "create", "s", "--allow-data-issues", "--data", str(breast_npz),
+    r = run_cli("study", "create", "s", "--allow-data-issues", "--data", str(breast_npz),
              "--model", "test_resnet",
              "--weights", "none", "--freeze-depth", "0..7", "--storage", str(storage))
-    _assert_error(r, "freeze_depth must be between 0 and 5 for test_resnet, but got 7")
+    assert_error(r, "freeze_depth must be between 0 and 5 for test_resnet, but got 7")
     _no_studies(storage)
 
 
 def test_unknown_study(tmp_path: Path, breast_npz: Path) -> None:
     storage = tmp_path / "s.journal"
-    created = _run("study", "create", "real", "--allow-data-issues", "--data",
+    created = run_cli("study", "create", "real", "--allow-data-issues", "--data",
                    str(breast_npz), "--model",
                    "test_resnet", "--weights", "none", "--storage", str(storage))
     assert created.exit_code == 0, created.output
     for cmd in (["worker"], ["export", "--out", str(tmp_path / "x")]):
-        r = _run(*cmd, "--storage", str(storage), "--study", "nope")
-        _assert_error(r, "study 'nope' not found", "studies there: real")
-    r = _run("study", "show", "nope", "--storage", str(storage))
-    _assert_error(r, "study 'nope' not found")
+        r = run_cli(*cmd, "--storage", str(storage), "--study", "nope")
+        assert_error(r, "study 'nope' not found", "studies there: real")
+    r = run_cli("study", "show", "nope", "--storage", str(storage))
+    assert_error(r, "study 'nope' not found")
 
 
 def test_duplicate_study_and_env_storage(tmp_path: Path, breast_npz: Path,
@@ -74,9 +60,9 @@ def test_duplicate_study_and_env_storage(tmp_path: Path, breast_npz: Path,
     args = ["study", "create", "dup", "--allow-data-issues", "--data", str(breast_npz),
             "--model", "test_resnet",
             "--weights", "none"]
-    assert _run(*args).exit_code == 0
-    _assert_error(_run(*args), "study 'dup' already exists")
-    listed = _run("study", "list")
+    assert run_cli(*args).exit_code == 0
+    assert_error(run_cli(*args), "study 'dup' already exists")
+    listed = run_cli("study", "list")
     assert listed.exit_code == 0 and listed.output.startswith("dup\t")
 
 
@@ -84,28 +70,28 @@ def test_missing_weights_file_and_bad_ranges(tmp_path: Path, breast_npz: Path) -
     base = ["study", "create", "s", "--allow-data-issues", "--data", str(breast_npz),
             "--model", "test_resnet",
             "--storage", str(tmp_path / "s.journal")]
-    _assert_error(_run(*base, "--weights", str(tmp_path / "w.safetensors")),
+    assert_error(run_cli(*base, "--weights", str(tmp_path / "w.safetensors")),
                   "w.safetensors does not exist")
-    _assert_error(_run(*base, "--weights", "none", "--lr", "fast"), "LOW..HIGH")
-    _assert_error(_run(*base, "--weights", "none", "--aug", "0..2"), "aug_strength range")
-    _assert_error(_run(*base, "--weights", "none", "--metric", "f1"), "metric must be one of")
+    assert_error(run_cli(*base, "--weights", "none", "--lr", "fast"), "LOW..HIGH")
+    assert_error(run_cli(*base, "--weights", "none", "--aug", "0..2"), "aug_strength range")
+    assert_error(run_cli(*base, "--weights", "none", "--metric", "f1"), "metric must be one of")
 
 
 def test_bad_storage_urls(tmp_path: Path) -> None:
-    _assert_error(_run("study", "list", "--storage", "postgresql+pg8000://u:pw@h/db"),
+    assert_error(run_cli("study", "list", "--storage", "postgresql+pg8000://u:pw@h/db"),
                   "pg8000 driver is not supported")
-    _assert_error(_run("study", "list", "--storage", "mysql://h/db"), "not supported")
+    assert_error(run_cli("study", "list", "--storage", "mysql://h/db"), "not supported")
 
 
 def test_export_and_predict_refuse_bad_folders(tmp_path: Path, breast_npz: Path) -> None:
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("mine")
-    r = _run("export", "--storage", str(tmp_path / "s.journal"), "--study", "x", "--out",
+    r = run_cli("export", "--storage", str(tmp_path / "s.journal"), "--study", "x", "--out",
              str(busy))
-    _assert_error(r, "already exists and is not empty")
+    assert_error(r, "already exists and is not empty")
     assert (busy / "keep.txt").read_text() == "mine"
-    _assert_error(_run("predict", str(tmp_path), str(breast_npz)), "is not an hpo export")
+    assert_error(run_cli("predict", str(tmp_path), str(breast_npz)), "is not an hpo export")
 
 
 def test_weights_are_checked_before_the_study_exists(tmp_path: Path, breast_npz: Path,
@@ -115,13 +101,13 @@ def test_weights_are_checked_before_the_study_exists(tmp_path: Path, breast_npz:
             "--storage", str(storage)]
     fake = tmp_path / "fake.safetensors"
     fake.write_text("not weights")
-    _assert_error(_run(*base, "--model", "test_resnet", "--weights", str(fake)),
+    assert_error(run_cli(*base, "--model", "test_resnet", "--weights", str(fake)),
                   "cannot read weights file")
-    _assert_error(_run(*base, "--model", "mobilenetv2_100", "--weights",
+    assert_error(run_cli(*base, "--model", "mobilenetv2_100", "--weights",
                        str(weights_dir / "tf_efficientnet_lite0.in1k.safetensors")),
                   "does not fit model mobilenetv2_100", "size mismatch")
-    _assert_error(_run(*base, "--model", "test_resnet"), "model hub", "--weights")  # offline
-    _assert_error(_run(*base, "--model", "test_resnet", "--weights", str(weights_dir)),
+    assert_error(run_cli(*base, "--model", "test_resnet"), "model hub", "--weights")  # offline
+    assert_error(run_cli(*base, "--model", "test_resnet", "--weights", str(weights_dir)),
                   "is a folder", "HPO_WEIGHTS_DIR")
     assert not storage.exists()  # nothing was created, not even the storage file
 
@@ -131,21 +117,21 @@ def test_read_only_commands_create_nothing(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.chdir(tmp_path)
     for args in (["study", "list"], ["study", "show", "x"], ["worker", "--study", "x"],
                  ["export", "--study", "x", "--out", "e"], ["report", "--study", "x"]):
-        _assert_error(_run(*args), "hpo.journal does not exist")
+        assert_error(run_cli(*args), "hpo.journal does not exist")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_foreign_files_as_storage_are_refused(tmp_path: Path) -> None:
     bad = tmp_path / "bad.journal"
     bad.write_text("garbage\n")
-    _assert_error(_run("study", "list", "--storage", str(bad)), "not an Optuna journal file")
+    assert_error(run_cli("study", "list", "--storage", str(bad)), "not an Optuna journal file")
     assert bad.read_text() == "garbage\n"
     db = tmp_path / "bad.db"
     db.write_text("garbage" * 100)
-    _assert_error(_run("study", "list", "--storage", f"sqlite:///{db}"), "not an SQLite")
-    _assert_error(_run("study", "list", "--storage", "postgresql://u:pw@127.0.0.1:nope/db"),
+    assert_error(run_cli("study", "list", "--storage", f"sqlite:///{db}"), "not an SQLite")
+    assert_error(run_cli("study", "list", "--storage", "postgresql://u:pw@127.0.0.1:nope/db"),
                   "malformed storage URL")
-    line = [ln for ln in _run("study", "list", "--storage",
+    line = [ln for ln in run_cli("study", "list", "--storage",
                               "postgresql://u@127.0.0.1:1/db?password=hunter2").output
             .splitlines() if ln.startswith("Error:")][0]
     assert "hunter2" not in line and "password=***" in line
@@ -157,16 +143,16 @@ def test_bad_npz_contents(tmp_path: Path) -> None:
     base = ["data", "check"]
     text = tmp_path / "text.npz"
     text.write_text("hello")
-    _assert_error(_run(*base, str(text)), "not a .npz file")
+    assert_error(run_cli(*base, str(text)), "not a .npz file")
     np.savez(tmp_path / "empty.npz", train_images=np.zeros((0, 8, 8), np.uint8),
              train_labels=np.zeros((0,), np.uint8), val_images=np.zeros((0, 8, 8), np.uint8),
              val_labels=np.zeros((0,), np.uint8))
-    _assert_error(_run(*base, str(tmp_path / "empty.npz")), "train split has no images")
+    assert_error(run_cli(*base, str(tmp_path / "empty.npz")), "train split has no images")
     rng = np.random.default_rng(0)
     images = rng.random((12, 8, 8))
     np.savez(tmp_path / "unseen.npz", train_images=images, train_labels=np.array([0, 1] * 6),
              val_images=images[:3], val_labels=np.array([0, 1, 2]))
-    _assert_error(_run(*base, str(tmp_path / "unseen.npz")),
+    assert_error(run_cli(*base, str(tmp_path / "unseen.npz")),
                   "class 2 appears in val but never in train")
 
 
@@ -184,6 +170,6 @@ def test_float_images_in_unit_range_are_scaled(tmp_path: Path) -> None:
 
 
 def test_study_names_must_be_real(tmp_path: Path, breast_npz: Path) -> None:
-    _assert_error(_run("study", "create", " ", "--allow-data-issues", "--data", str(breast_npz),
+    assert_error(run_cli("study", "create", " ", "--allow-data-issues", "--data", str(breast_npz),
                        "--model", "test_resnet", "--weights", "none", "--storage",
                        str(tmp_path / "s.journal")), "study name")

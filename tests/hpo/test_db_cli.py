@@ -6,35 +6,25 @@ from pathlib import Path
 
 import optuna
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from optuna.storages import RDBStorage
 
-from hpo.cli import main
 from storage import parse_storage
+from tests.cli import assert_error, run_cli
 from tests.pg import PASSWORD, PostgresServer
 
 pytestmark = pytest.mark.postgres
 
 
-def _run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
-
-
 def _error(r: Result, *needles: str) -> str:
-    assert r.exit_code == 2, r.output
-    lines = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
-    assert len(lines) == 1, r.output
-    for n in needles:
-        assert n in lines[0], lines[0]
-    assert PASSWORD not in r.output and "Traceback" not in r.output
-    return lines[0]
+    return assert_error(r, *needles, secret=PASSWORD)
 
 
 def test_check_reports_schema_and_counts(postgres_url: str) -> None:
     study = optuna.create_study(study_name="s", storage=postgres_url.replace(
         "postgresql://", "postgresql+psycopg://"))
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
-    r = _run("db", "check", "--storage", postgres_url)
+    r = run_cli("db", "check", "--storage", postgres_url)
     assert r.exit_code == 0, r.output
     assert "schema: current" in r.output and "studies: 1, trials: 3" in r.output
     assert PASSWORD not in r.output and "***" in r.output
@@ -42,23 +32,23 @@ def test_check_reports_schema_and_counts(postgres_url: str) -> None:
 
 def test_unreachable_host(postgres_server: PostgresServer) -> None:
     url = f"postgresql://hpo:{PASSWORD}@127.0.0.1:1/hpo"
-    _error(_run("db", "check", "--storage", url), "cannot reach the database server")
-    _error(_run("study", "list", "--storage", url), "cannot reach the database server")
+    _error(run_cli("db", "check", "--storage", url), "cannot reach the database server")
+    _error(run_cli("study", "list", "--storage", url), "cannot reach the database server")
 
 
 def test_wrong_password(postgres_server: PostgresServer) -> None:
     url = postgres_server.url("postgres").replace(PASSWORD, "not-the-password")
-    line = _error(_run("db", "check", "--storage", url), "password authentication failed")
+    line = _error(run_cli("db", "check", "--storage", url), "password authentication failed")
     assert "not-the-password" not in line
 
 
 def test_missing_database(postgres_server: PostgresServer) -> None:
     url = postgres_server.url("no_such_db")
-    _error(_run("db", "check", "--storage", url), "no_such_db", "does not exist", "createdb")
+    _error(run_cli("db", "check", "--storage", url), "no_such_db", "does not exist", "createdb")
 
 
 def test_pg8000_is_refused_with_the_driver_to_use() -> None:
-    _error(_run("db", "check", "--storage", f"postgresql+pg8000://hpo:{PASSWORD}@h/db"),
+    _error(run_cli("db", "check", "--storage", f"postgresql+pg8000://hpo:{PASSWORD}@h/db"),
            "pg8000 driver is not supported", "postgresql://")
 
 
@@ -79,14 +69,14 @@ def test_older_schema_is_found_and_upgraded(postgres_url: str) -> None:
             conn.exec_driver_sql(f'DROP INDEX "{index}"')
         conn.exec_driver_sql(f"UPDATE alembic_version SET version_num = '{previous}'")
     storage.engine.dispose()
-    _error(_run("db", "check", "--storage", postgres_url), "hpo db upgrade --storage")
-    _error(_run("study", "list", "--storage", postgres_url), "older than this Optuna",
+    _error(run_cli("db", "check", "--storage", postgres_url), "hpo db upgrade --storage")
+    _error(run_cli("study", "list", "--storage", postgres_url), "older than this Optuna",
            "hpo db upgrade")
-    r = _run("db", "upgrade", "--storage", postgres_url)
+    r = run_cli("db", "upgrade", "--storage", postgres_url)
     assert r.exit_code == 0, r.output
     assert "schema is current" in r.output
     assert _study_id_indexes(postgres_url) == ["trials_study_id_key"]  # the migration ran
-    assert _run("study", "list", "--storage", postgres_url).exit_code == 0
+    assert run_cli("study", "list", "--storage", postgres_url).exit_code == 0
 
 
 def test_newer_schema_is_refused(postgres_url: str, tmp_path: Path) -> None:
@@ -94,13 +84,13 @@ def test_newer_schema_is_refused(postgres_url: str, tmp_path: Path) -> None:
     with storage.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'v99.0.0.a'")
     storage.engine.dispose()
-    _error(_run("db", "check", "--storage", postgres_url), "newer Optuna")
-    _error(_run("db", "upgrade", "--storage", postgres_url), "newer Optuna")
-    _error(_run("study", "list", "--storage", postgres_url), "newer Optuna")
+    _error(run_cli("db", "check", "--storage", postgres_url), "newer Optuna")
+    _error(run_cli("db", "upgrade", "--storage", postgres_url), "newer Optuna")
+    _error(run_cli("study", "list", "--storage", postgres_url), "newer Optuna")
 
 
 def test_journal_file_check(tmp_path: Path) -> None:
-    r = _run("db", "check", "--storage", str(tmp_path / "x.journal"))
+    r = run_cli("db", "check", "--storage", str(tmp_path / "x.journal"))
     assert r.exit_code == 0 and "journal file" in r.output
 
 
