@@ -41,7 +41,13 @@ from hpo.objective import (
 )
 from hpo.progress import progress_of
 from hpo.study import LoadedStudy, load_study, study_deadline
-from storage import enable_heartbeat, open_artifact_store, open_storage, retry_callback
+from storage import (
+    SilentTrialWatch,
+    enable_heartbeat,
+    open_artifact_store,
+    open_storage,
+    retry_callback,
+)
 from trainers import load_dataset, resolve_device
 
 log = logging.getLogger(__name__)
@@ -50,6 +56,8 @@ MAX_CONSECUTIVE_ERRORS = 3
 STORAGE_ERRORS = (StorageInternalError, sqlalchemy.exc.OperationalError,
                   sqlalchemy.exc.InterfaceError)
 STORAGE_RETRY_DELAYS = (1, 2, 4, 8, 15, 30, 30, 30, 30, 30)  # ~3 minutes in all
+SILENT_MARGIN_S = 30.0  # beyond the grace period, before a heartbeat-less trial counts as lost
+NEVER_STARTED = "lost before it started (no heartbeat; its worker lost the database meanwhile)"
 
 
 @dataclass
@@ -109,11 +117,19 @@ def _already_retried(study: optuna.Study, number: int) -> bool:
                for t in study.get_trials(deepcopy=False))
 
 
-def _fail_stale(study: optuna.Study) -> None:
-    if is_heartbeat_enabled(study._storage):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            fail_stale_trials(study)
+def _fail_stale(study: optuna.Study, watch: SilentTrialWatch, max_retries: int) -> None:
+    """Optuna's stale-trial check, plus trials that never sent a heartbeat at all (see
+    ``storage.heartbeat``), which Optuna's check cannot see."""
+    if not is_heartbeat_enabled(study._storage):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        fail_stale_trials(study)
+    for trial_id in watch.due(study._storage, study._study_id):
+        trial = study._storage.get_trial(trial_id)
+        fail_and_retry(study, trial, NEVER_STARTED, max_retries)
+        log.info("trial %d never started (no heartbeat in %.0f s); failed and queued for retry",
+                 trial.number, watch.after_s)
 
 
 def run_worker(storage_url: str, study_name: str, device: str = "auto",
@@ -138,10 +154,11 @@ def run_worker(storage_url: str, study_name: str, device: str = "auto",
     started = time.time()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     errors, outage = 0, 0
+    watch = SilentTrialWatch(config.grace_period + SILENT_MARGIN_S)
     try:
         while True:
             try:
-                _fail_stale(study)
+                _fail_stale(study, watch, config.max_retries)
                 if deadline is not None and time.time() >= deadline:
                     summary.stopped_by = "time limit"
                     break

@@ -3,6 +3,7 @@
 from storage.artifacts import ENV_ARTIFACTS, default_artifact_dir, open_artifact_store
 from storage.db import DbStatus, check_db, upgrade_db
 from storage.errors import StorageError
+from storage.heartbeat import SilentTrialWatch, never_beat_trial_ids
 from storage.open import enable_heartbeat, open_storage, retry_callback
 from storage.postgres import engine_kwargs
 from storage.urls import (
@@ -21,11 +22,13 @@ __all__ = [
     "DEFAULT_STORAGE",
     "ENV_ARTIFACTS",
     "ENV_STORAGE",
+    "SilentTrialWatch",
     "StorageError",
     "StorageSpec",
     "default_artifact_dir",
     "enable_heartbeat",
     "engine_kwargs",
+    "never_beat_trial_ids",
     "open_artifact_store",
     "open_storage",
     "parse_storage",
