@@ -1,10 +1,18 @@
 """Images/s of one training epoch, three ways in one run, for several models and sizes:
 
-  (a) hpo's trainer: uint8 cache on the device, batched tensor augmentation (strength 0.5);
+  (a) hpo's trainer: uint8 cache on the device, batched tensor augmentation (strength 0.5),
+      and the compute mode the trainer picks (``trainers.compute``: measured on CPU);
   (b) a typical user script: torchvision ImageFolder over PNG files with per-sample PIL
-      transforms and a DataLoader (2 workers, started each epoch);
+      transforms and a DataLoader (2 workers, started each epoch), fp32 as PyTorch defaults;
   (c) the compute bound: the same model's forward+backward+step on batches already on the
-      device, no augmentation.
+      device, no augmentation, in the same compute mode as (a).
+
+Also a profile of where each epoch's time goes: the share of (b) spent waiting for the
+DataLoader (its ceiling for any pipeline speed-up at equal compute is 1 / (1 - share)), the
+share of (a) spent gathering, augmenting and normalising batches, and fp32 NCHW's compute
+bound (what (a)'s compute mode gains), and (b)'s images/s while computing over that fp32 bound
+(below 1 when the DataLoader workers' PIL work takes the cores that training needs).
+Columns: a, b, c, c fp32 in images/s; a pipe, b wait: shares of the epoch; b cpu: that ratio.
 
     python benchmarks/throughput.py [--quick] [--data ../shared/data/breastmnist.npz]
 
@@ -28,6 +36,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trainers import AugmentPolicy, Hyperparams, Preprocess, TrainSpec, build_model  # noqa: E402
+from trainers.augment import augment_batch  # noqa: E402
+from trainers.compute import FP32, ComputeMode, choose_mode  # noqa: E402
 from trainers.data import Split, load_npz  # noqa: E402
 from trainers.finetune import (  # noqa: E402
     _param_groups,
@@ -47,9 +57,14 @@ def _optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(_param_groups(model, 0.05), lr=1e-3)
 
 
-def ours(name: str, split: Split, size: int, dev: torch.device) -> float:
+def ours(name: str, split: Split, size: int, dev: torch.device) -> tuple[float, float,
+                                                                          ComputeMode]:
+    """Images/s of one epoch of the trainer, the share of it spent on the input pipeline
+    (gather, augment, normalise: timed in a second pass without the model), and its mode."""
     model, info = build_model(name, 2, weights="none")
     model.to(dev)
+    mode = choose_mode("auto", model, name, size, BATCH, dev, info.in_chans)
+    mode.apply(model)
     prep = Preprocess(size, info.in_chans, info.mean, info.std)
     data = place_split(split, prep, dev)
     opt = _optimizer(model)
@@ -59,11 +74,23 @@ def ours(name: str, split: Split, size: int, dev: torch.device) -> float:
     gen = torch.Generator().manual_seed(0)
     aug = torch.Generator(device=dev).manual_seed(1)
     start = time.perf_counter()
-    train_one_epoch(model, data, prep, opt, sched, hp, spec, 0, dev, gen, aug)
-    return (len(data) // BATCH * BATCH) / (time.perf_counter() - start)
+    train_one_epoch(model, data, prep, opt, sched, hp, spec, 0, dev, gen, aug, mode)
+    epoch = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(len(data) // BATCH):
+        x = augment_batch(prep.to_unit(data.images[i * BATCH:(i + 1) * BATCH]), STRENGTH,
+                          spec.policy, aug)
+        mode.batch(prep.normalize(x))
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    pipeline = time.perf_counter() - start
+    return (len(data) // BATCH * BATCH) / epoch, pipeline / epoch, mode
 
 
-def typical(name: str, folder: Path, size: int, dev: torch.device, workers: int) -> float:
+def typical(name: str, folder: Path, size: int, dev: torch.device, workers: int
+            ) -> tuple[float, float, float]:
+    """Images/s of the typical script's second epoch (the first warms up the model), the share
+    of it spent waiting for data, and its images/s while computing (net of the waits)."""
     from torchvision import datasets, transforms
 
     model, info = build_model(name, 2, weights="none")
@@ -80,28 +107,42 @@ def typical(name: str, folder: Path, size: int, dev: torch.device, workers: int)
     loader = torch.utils.data.DataLoader(datasets.ImageFolder(str(folder), tf), batch_size=BATCH,
                                          shuffle=True, num_workers=workers, drop_last=True)
     opt = _optimizer(model)
-    seen = 0
-    start = time.perf_counter()  # includes worker start-up: a user script pays it every epoch
-    for x, y in loader:
-        x, y = x.to(dev), y.to(dev)
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        seen += len(y)
-    return seen / (time.perf_counter() - start)
+    for _ in range(2):
+        seen, waited = 0, 0.0
+        start = time.perf_counter()  # includes worker start-up: a script pays it every epoch
+        batches = iter(loader)
+        while True:
+            t = time.perf_counter()
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                break
+            waited += time.perf_counter() - t
+            x, y = x.to(dev), y.to(dev)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(y)
+        elapsed = time.perf_counter() - start
+    return seen / elapsed, waited / elapsed, seen / max(elapsed - waited, 1e-9)
 
 
-def bound(name: str, n: int, size: int, dev: torch.device) -> float:
+def bound(name: str, n: int, size: int, dev: torch.device, mode: ComputeMode) -> float:
     model, _ = build_model(name, 2, weights="none")
-    model.to(dev).train()
-    x = torch.randn(BATCH, 3, size, size, device=dev)
+    mode.apply(model.to(dev).train())
+    x = mode.batch(torch.randn(BATCH, 3, size, size, device=dev))
     y = torch.randint(0, 2, (BATCH,), device=dev)
     opt = _optimizer(model)
     steps = n // BATCH
     start = time.perf_counter()
-    for _ in range(steps):
-        loss = F.cross_entropy(model(x), y)
+    for step in range(steps + 2):
+        if step == 2:  # two warm-up steps, as (a) and (b) had a warm-up epoch
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        with mode.autocast(dev):
+            loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -131,25 +172,36 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     dev = resolve_device(args.device)
     train = load_npz(args.data).train
-    n = 192 if args.quick else len(train)
+    n = 128 if args.quick else len(train)
     split = Split(train.images[:n], train.labels[:n])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "pngs"
         write_pngs(split, folder)
+        print(f"{'model':<24}{'size':>5}{'a':>9}{'b':>9}{'c':>9}{'a/b':>7}{'a/c':>7}"
+              f"{'a pipe':>7}{'b wait':>7}{'c fp32':>9}{'b cpu':>7}  mode of (a) and (c)")
         for name in MODELS:
             for size in SIZES:
-                ours(name, split, size, dev)  # warm-up (allocator, cudnn autotune)
-                a = ours(name, split, size, dev)
-                b = typical(name, folder, size, dev, args.workers)
-                c = bound(name, n, size, dev)
-                rows.append({"model": name, "size": size, "ours": round(a, 1),
-                             "typical": round(b, 1), "bound": round(c, 1),
+                ours(name, split, size, dev)  # warm-up (allocator, cudnn autotune, mode choice)
+                a, a_pipe, mode = ours(name, split, size, dev)
+                b, b_wait, b_compute = typical(name, folder, size, dev, args.workers)
+                c = bound(name, n, size, dev, mode)
+                c32 = c if mode == FP32 else bound(name, n, size, dev, FP32)
+                rows.append({"model": name, "size": size, "compute": mode.name,
+                             "ours": round(a, 1), "typical": round(b, 1), "bound": round(c, 1),
+                             "bound_fp32": round(c32, 1),
                              "ours_over_typical": round(a / b, 2),
-                             "ours_over_bound": round(a / c, 2)})
+                             "ours_over_bound": round(a / c, 2),
+                             "ours_pipeline_share": round(a_pipe, 2),
+                             "typical_wait_share": round(b_wait, 2),
+                             "typical_compute_over_bound_fp32": round(b_compute / c32, 2),
+                             "typical_ceiling_at_fp32": round(1 / max(1 - b_wait, 1e-3), 2)})
                 r = rows[-1]
                 print(f"{name:<24}{size:>5}{r['ours']:>9}{r['typical']:>9}{r['bound']:>9}"
-                      f"{r['ours_over_typical']:>7}{r['ours_over_bound']:>7}", flush=True)
+                      f"{r['ours_over_typical']:>7}{r['ours_over_bound']:>7}"
+                      f"{r['ours_pipeline_share']:>7}{r['typical_wait_share']:>7}"
+                      f"{r['bound_fp32']:>9}{r['typical_compute_over_bound_fp32']:>7}"
+                      f"  {mode.name}", flush=True)
     out = Path(__file__).parent / "results" / "throughput.json"
     out.write_text(json.dumps({
         "device": str(dev), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),

@@ -152,6 +152,9 @@ def study_options(f: F) -> F:
         click.option("--vflip/--no-vflip", default=False, show_default=True,
                      help="Allow vertical flips in augmentation."),
         click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--compute", default="auto", show_default=True,
+                     help="auto (measure on CPU; mixed precision + channels-last on CUDA), "
+                          "fp32, channels_last, amp or amp+channels_last."),
         click.option("--artifacts", default=None, metavar="DIR",
                      help="Checkpoint folder (default: beside the storage file, or "
                           "./hpo-artifacts for servers; $HPO_ARTIFACTS)."),
@@ -191,7 +194,7 @@ def _config_from(p: dict[str, Any]) -> Any:
                        heartbeat_interval=p["heartbeat_interval"],
                        grace_period=p["grace_period"], max_retries=p["max_retries"],
                        time_limit=parse_duration(p["study_time_limit"]),
-                       keep_checkpoints=p["keep_checkpoints"])
+                       keep_checkpoints=p["keep_checkpoints"], compute=p["compute"])
 
 
 def _storage(url: str | None) -> str:

@@ -12,6 +12,7 @@ import optuna
 from hpo.errors import HpoError
 from hpo.space import SearchSpace, SpaceBounds, resolve
 from trainers import METRICS, AugmentPolicy, Dataset, TrainSpec, build_model, count_stages
+from trainers.compute import COMPUTE_CHOICES
 from trainers.model import RANDOM_INIT, check_model_name
 
 CONFIG_ATTR = "hpo.config"
@@ -42,6 +43,7 @@ class StudyConfig:
     max_retries: int = 1  # retries of a trial whose worker died or was preempted
     time_limit: float | None = None  # seconds from study creation; no new trials after it
     keep_checkpoints: int = 3  # checkpoint files of the K best trials are kept
+    compute: str = "auto"  # memory format and precision (trainers.compute)
     space: SearchSpace = field(default_factory=SearchSpace)
     version: int = CONFIG_VERSION
 
@@ -73,6 +75,9 @@ class StudyConfig:
             raise HpoError(f"max retries must be >= 0, but got {self.max_retries}")
         if self.time_limit is not None and self.time_limit <= 0:
             raise HpoError(f"time limit must be positive, but got {self.time_limit}")
+        if self.compute not in COMPUTE_CHOICES:
+            raise HpoError(f"compute must be one of {', '.join(COMPUTE_CHOICES)}, but got "
+                           f"{self.compute!r}")
         if self.sampler not in SAMPLERS:
             raise HpoError(f"sampler must be one of {', '.join(SAMPLERS)}, but got "
                            f"{self.sampler!r}")
@@ -111,7 +116,8 @@ class StudyConfig:
     def train_spec(self, seed: int) -> TrainSpec:
         return TrainSpec(model=self.model, epochs=self.epochs, batch_size=self.batch_size,
                          metric=self.metric, weights=self.weights,
-                         policy=AugmentPolicy(hflip=self.hflip, vflip=self.vflip), seed=seed)
+                         policy=AugmentPolicy(hflip=self.hflip, vflip=self.vflip), seed=seed,
+                         compute=self.compute)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
         if self.pruner == "hyperband":

@@ -48,6 +48,7 @@ ATTR_SECONDS = "hpo.seconds"
 ATTR_RESUMED = "hpo.resumed_from"
 ATTR_RETRY_OF = "hpo.retry_of"
 ATTR_RETRYABLE = "hpo.retryable"
+ATTR_COMPUTE = "hpo.compute"
 INTERRUPTED = "interrupted (SIGTERM/SIGINT, e.g. preemption); queued for retry"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -209,7 +210,7 @@ class Objective:
         if result is not None:
             val = ", ".join(f"{k} {v:.4f}" for k, v in result.best_metrics.items())
             lines += [f"- epochs run {result.epochs_run} of {self.config.epochs}, "
-                      f"{result.images_per_s:.0f} images/s",
+                      f"{result.images_per_s:.0f} images/s ({result.compute})",
                       f"- best epoch {result.best_epoch + 1}: {val}"]
         with contextlib.suppress(Exception):  # a note must never fail a trial
             save_note(trial, "\n".join(lines))
@@ -225,6 +226,7 @@ class Objective:
         trial.set_user_attr(ATTR_EPOCHS, result.epochs_run)
         trial.set_user_attr(ATTR_IPS, round(result.images_per_s, 1))
         trial.set_user_attr(ATTR_SECONDS, round(seconds, 2))
+        trial.set_user_attr(ATTR_COMPUTE, result.compute)
 
     def checkpoint_meta(self, trial: optuna.Trial, result: FinetuneResult) -> dict[str, Any]:
         info = result.model_info
@@ -238,6 +240,7 @@ class Objective:
             "mean": list(info.mean),
             "std": list(info.std),
             "weights_source": info.weights,
+            "compute": result.compute,
             "hparams": result.hparams.to_dict(),
             "study": trial.study.study_name,
             "trial": trial.number,

@@ -1,6 +1,7 @@
 """Fine-tuning of pretrained timm classifiers on small image datasets (no Optuna here)."""
 
 from trainers.augment import AugmentPolicy, augment_batch
+from trainers.compute import COMPUTE_CHOICES, ComputeMode, choose_mode
 from trainers.data import Dataset, Split, load_dataset, load_image_folder, load_npz, resolve_data
 from trainers.errors import NonFiniteLossError, TrainerError
 from trainers.finetune import (
@@ -18,6 +19,9 @@ from trainers.model import ModelInfo, build_model, count_stages, freeze_stages
 from trainers.preprocess import Preprocess
 
 __all__ = [
+    "COMPUTE_CHOICES",
+    "ComputeMode",
+    "choose_mode",
     "METRICS",
     "AugmentPolicy",
     "Dataset",

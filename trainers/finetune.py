@@ -8,7 +8,6 @@ Optuna), and keeps the best epoch's weights.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainers.augment import AugmentPolicy, augment_batch, check_strength
+from trainers.compute import COMPUTE_CHOICES, FP32, ComputeMode, choose_mode, fixed_mode
 from trainers.data import Dataset, Split
 from trainers.errors import NonFiniteLossError, TrainerError
 from trainers.metrics import METRICS, compute_metrics
@@ -76,12 +76,16 @@ class TrainSpec:
     policy: AugmentPolicy = AugmentPolicy()
     seed: int = 0
     warmup_fraction: float = 0.1
+    compute: str = "auto"
 
     def check(self) -> None:
         if self.epochs < 1:
             raise TrainerError(f"epochs must be at least 1, but got {self.epochs}")
         if self.batch_size < 2:
             raise TrainerError(f"batch_size must be at least 2, but got {self.batch_size}")
+        if self.compute not in COMPUTE_CHOICES:
+            raise TrainerError(f"compute must be one of {', '.join(COMPUTE_CHOICES)}, "
+                               f"but got {self.compute!r}")
         if self.metric not in METRICS:
             raise TrainerError(f"metric must be one of {', '.join(METRICS)}, "
                                f"but got {self.metric!r}")
@@ -99,6 +103,8 @@ class FinetuneResult:
     stopped_early: bool
     images_per_s: float
     state: dict[str, torch.Tensor] = field(repr=False)
+    compute: str = "fp32"
+    """The compute mode the run used (``trainers.compute``), to re-run it the same way."""
 
     @property
     def epochs_run(self) -> int:
@@ -116,14 +122,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise TrainerError("device cuda requested but no CUDA GPU is visible; use --device cpu "
                            "or check CUDA_VISIBLE_DEVICES")
     return dev
-
-
-def autocast_for(device: torch.device) -> tuple[Callable[[], Any], torch.dtype | None]:
-    """bf16 autocast where the GPU supports it, fp16 (with a scaler) otherwise; none on CPU."""
-    if device.type != "cuda":
-        return contextlib.nullcontext, None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return (lambda: torch.autocast("cuda", dtype=dtype)), dtype
 
 
 def place_split(split: Split, prep: Preprocess, device: torch.device) -> Split:
@@ -167,21 +165,18 @@ def train_one_epoch(model: nn.Module, data: Split, prep: Preprocess,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, hp: Hyperparams,
                     spec: TrainSpec, epoch: int, device: torch.device,
                     generator: torch.Generator, aug_generator: torch.Generator | None,
-                    scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+                    mode: ComputeMode = FP32, scaler: torch.amp.GradScaler | None = None
+                    ) -> dict[str, float]:
     """One pass over the training split; returns loss and images/s."""
     model.train()
-    autocast, _ = autocast_for(device)
-    channels_last = device.type == "cuda"
     total = torch.zeros((), device=device)
     seen, start = 0, time.perf_counter()
     for step, idx in enumerate(_batches(len(data), spec.batch_size, generator, drop_last=True)):
         images = data.images[idx.to(data.images.device)].to(device, non_blocking=True)
         labels = data.labels[idx.to(data.labels.device)].to(device, non_blocking=True)
         x = augment_batch(prep.to_unit(images), hp.aug_strength, spec.policy, aug_generator)
-        x = prep.normalize(x)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast():
+        x = mode.batch(prep.normalize(x))
+        with mode.autocast(device):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=hp.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -208,24 +203,25 @@ def train_one_epoch(model: nn.Module, data: Split, prep: Preprocess,
 
 @torch.inference_mode()
 def predict_probs(model: nn.Module, images: torch.Tensor, prep: Preprocess,
-                  device: torch.device, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Class probabilities for uint8 images already at ``prep.image_size``."""
+                  device: torch.device, batch_size: int = EVAL_BATCH,
+                  mode: ComputeMode | None = None) -> torch.Tensor:
+    """Class probabilities for uint8 images already at ``prep.image_size``. Without ``mode``:
+    mixed precision on CUDA, plain fp32 on CPU (no measuring for a one-off prediction)."""
     model.eval()
-    autocast, _ = autocast_for(device)
+    if mode is None:
+        mode = fixed_mode("auto", device) or FP32
     outs = []
     for start in range(0, images.shape[0], batch_size):
-        x = prep(images[start:start + batch_size].to(device, non_blocking=True))
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast():
+        x = mode.batch(prep(images[start:start + batch_size].to(device, non_blocking=True)))
+        with mode.autocast(device):
             logits = model(x)
         outs.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(outs) if outs else torch.empty((0, 0))
 
 
-def evaluate(model: nn.Module, data: Split, prep: Preprocess, device: torch.device
-             ) -> dict[str, float]:
-    probs = predict_probs(model, data.images, prep, device)
+def evaluate(model: nn.Module, data: Split, prep: Preprocess, device: torch.device,
+             mode: ComputeMode | None = None) -> dict[str, float]:
+    probs = predict_probs(model, data.images, prep, device, mode=mode)
     return compute_metrics(probs, data.labels.cpu())
 
 
@@ -325,19 +321,20 @@ def fine_tune(dataset: Dataset, spec: TrainSpec, hp: Hyperparams, device: str | 
     model.to(dev)
     _move_optimizer_state(optimizer, dev)
     if dev.type == "cuda":
-        model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    _, amp_dtype = autocast_for(dev)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    mode = choose_mode(spec.compute, model, spec.model, hp.image_size, spec.batch_size, dev,
+                       info.in_chans)
+    mode.apply(model)
+    scaler = mode.scaler(dev)
 
     stopped = False
     for epoch in range(start_epoch, spec.epochs):
         gen, aug_gen = _epoch_generators(spec.seed, epoch, dev)
         stats = train_one_epoch(model, train, prep, optimizer, scheduler, hp, spec, epoch, dev,
-                                gen, aug_gen, scaler)
+                                gen, aug_gen, mode, scaler)
         train_images += steps_per_epoch * spec.batch_size
         train_time += steps_per_epoch * spec.batch_size / max(stats["images_per_s"], 1e-9)
-        metrics = {**evaluate(model, val, prep, dev), **stats, "epoch": float(epoch)}
+        metrics = {**evaluate(model, val, prep, dev, mode), **stats, "epoch": float(epoch)}
         history.append(metrics)
         if best_epoch < 0 or metrics[spec.metric] > history[best_epoch][spec.metric]:
             best_epoch, best_state = epoch, model_state(model)
@@ -359,6 +356,7 @@ def fine_tune(dataset: Dataset, spec: TrainSpec, hp: Hyperparams, device: str | 
         stopped_early=stopped,
         images_per_s=train_images / train_time if train_time > 0 else 0.0,
         state=best_state,
+        compute=mode.name,
     )
 
 

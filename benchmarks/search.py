@@ -1,0 +1,199 @@
+"""How much search each strategy gets out of an epoch budget, on real data and real weights.
+
+On BreastMNIST with ImageNet-pretrained MobileNetV2 (28 px; lr, freeze depth and augmentation
+strength searched), each strategy spends the same number of training epochs:
+
+  random           random search, no pruning
+  tpe              TPE (multivariate, as hpo configures it), no pruning
+  tpe+hyperband    TPE with each pruner hpo offers, configured as hpo configures them
+  tpe+median
+  tpe+sha
+
+and records the best validation metric reached after every epoch spent (any trial's best
+epoch: its weights are kept, so it is a model one could export). For each seed, the target is
+random search's final best on that seed; the table gives the epochs each strategy needed to
+reach it and the ratio random-epochs / strategy-epochs (above 1: fewer epochs than random).
+The study's queued default configuration is left out so that only the strategies differ.
+
+    python benchmarks/search.py [--quick] [--seeds 3] [--budget 96] [--epochs 8]
+
+Writes benchmarks/results/search.json (the curves too). Results are counted in epochs, so the
+figures do not depend on the machine's speed or on other jobs running beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hpo.config import StudyConfig  # noqa: E402
+from hpo.space import SearchSpace, sample  # noqa: E402
+from trainers import Dataset, build_model, fine_tune, load_npz  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+STRATEGIES = {"random": ("random", "none"), "tpe": ("tpe", "none"),
+              "tpe+hyperband": ("tpe", "hyperband"), "tpe+median": ("tpe", "median"),
+              "tpe+sha": ("tpe", "sha")}
+
+
+@dataclass
+class Run:
+    """One strategy on one seed: best-so-far after each epoch spent."""
+
+    strategy: str
+    seed: int
+    curve: list[float] = field(default_factory=list)
+    trials: int = 0
+    pruned: int = 0
+
+    @property
+    def best(self) -> float:
+        return self.curve[-1] if self.curve else float("nan")
+
+    def epochs_to_reach(self, target: float) -> int | None:
+        for spent, best in enumerate(self.curve, start=1):
+            if best >= target - 1e-9:
+                return spent
+        return None
+
+
+def run_strategy(strategy: str, seed: int, data: Dataset, base: StudyConfig, budget: int
+                 ) -> Run:
+    sampler_name, pruner_name = STRATEGIES[strategy]
+    config = base.with_updates(sampler=sampler_name, pruner=pruner_name, seed=seed)
+    _, info = build_model(config.model, data.num_classes, config.weights)
+    bounds = config.bounds(data, info.stages)
+    study = optuna.create_study(direction="maximize", sampler=config.make_sampler(seed),
+                                pruner=config.make_pruner())
+    run = Run(strategy, seed)
+    best = float("-inf")
+
+    def objective(trial: optuna.Trial) -> float:
+        nonlocal best
+        spent = False
+        hp = sample(trial, bounds)
+        spec = config.train_spec(seed * 10_000 + trial.number)
+
+        def report(epoch: int, metrics: dict[str, float]) -> bool:
+            nonlocal best, spent
+            value = metrics[config.metric]
+            best = max(best, value)
+            run.curve.append(best)
+            if len(run.curve) >= budget:
+                spent = True  # the budget ends mid-trial, as a wall-clock budget would
+                return True
+            trial.report(value, epoch)
+            return trial.should_prune()
+
+        result = fine_tune(data, spec, hp, "cpu", report=report)
+        if spent:
+            return result.best_metrics[config.metric]  # the last trial; nothing samples after
+        if result.stopped_early:
+            run.pruned += 1
+            raise optuna.TrialPruned()
+        return result.best_metrics[config.metric]
+
+    while len(run.curve) < budget:
+        study.optimize(objective, n_trials=1)
+        run.trials += 1
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="one seed, 24 epochs per strategy (under 3 minutes)")
+    parser.add_argument("--data", default=str(SHARED / "data" / "breastmnist.npz"))
+    parser.add_argument("--model", default="mobilenetv2_100")
+    parser.add_argument("--weights-dir", default=os.environ.get("HPO_WEIGHTS_DIR",
+                                                                 str(SHARED / "weights")))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budget", type=int, default=96, help="epochs per strategy and seed")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs of a full trial")
+    parser.add_argument("--metric", default="accuracy")
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.budget, args.epochs = 1, 24, 4
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["HPO_WEIGHTS_DIR"] = args.weights_dir  # the product's own weights lookup
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.basicConfig(level=logging.WARNING)
+    data = load_npz(args.data)
+    base = StudyConfig(data=args.data, model=args.model, epochs=args.epochs,
+                       trials=args.budget // args.epochs, metric=args.metric,
+                       space=SearchSpace())
+    started = time.time()
+    runs: list[Run] = []
+    for seed in range(args.seeds):
+        for strategy in STRATEGIES:
+            t = time.time()
+            runs.append(run_strategy(strategy, seed, data, base, args.budget))
+            r = runs[-1]
+            print(f"seed {seed} {strategy:<14} best {r.best:.4f}  trials {r.trials:>3}  "
+                  f"pruned {r.pruned:>3}  ({time.time() - t:.0f} s)", flush=True)
+    summary = summarize(runs, args.seeds)
+    print_table(summary, args)
+    out = Path(__file__).parent / "results" / "search.json"
+    out.write_text(json.dumps({
+        "data": Path(args.data).name, "model": args.model, "metric": args.metric,
+        "budget_epochs": args.budget, "epochs_per_trial": args.epochs, "seeds": args.seeds,
+        "image_size": 28, "machine": platform.platform(), "cpu_count": os.cpu_count(),
+        "wall_s": round(time.time() - started, 1), "summary": summary,
+        "runs": [{"strategy": r.strategy, "seed": r.seed, "trials": r.trials, "pruned": r.pruned,
+                  "best": r.best, "curve": r.curve} for r in runs]}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def summarize(runs: list[Run], seeds: int) -> dict[str, dict[str, object]]:
+    by = {(r.strategy, r.seed): r for r in runs}
+    summary: dict[str, dict[str, object]] = {}
+    for strategy in STRATEGIES:
+        reach, ratios = [], []
+        for seed in range(seeds):
+            target_run = by[("random", seed)]
+            target = target_run.best
+            needed = by[(strategy, seed)].epochs_to_reach(target)
+            random_needed = target_run.epochs_to_reach(target)
+            reach.append(needed)
+            if needed is not None and random_needed is not None:
+                ratios.append(random_needed / needed)
+        bests = [by[(strategy, s)].best for s in range(seeds)]
+        summary[strategy] = {
+            "best_mean": round(statistics.fmean(bests), 4),
+            "best_per_seed": [round(b, 4) for b in bests],
+            "trials_per_seed": [by[(strategy, s)].trials for s in range(seeds)],
+            "pruned_per_seed": [by[(strategy, s)].pruned for s in range(seeds)],
+            "epochs_to_random_best": reach,
+            "reached": sum(n is not None for n in reach),
+            "speedup_vs_random_median": round(statistics.median(ratios), 2) if ratios else None,
+        }
+    return summary
+
+
+def print_table(summary: dict[str, dict[str, object]], args: argparse.Namespace) -> None:
+    print(f"\n{args.budget} epochs per strategy and seed, {args.epochs} per full trial, "
+          f"{args.seeds} seed(s), val {args.metric}")
+    print(f"{'strategy':<15}{'best (mean)':>12}  {'trials':<14}{'epochs to random best':<24}"
+          f"{'x random':>9}")
+    for strategy, s in summary.items():
+        trials = "/".join(str(t) for t in s["trials_per_seed"])  # type: ignore[attr-defined]
+        reach = "/".join("-" if n is None else str(n)
+                         for n in s["epochs_to_random_best"])  # type: ignore[attr-defined]
+        ratio = s["speedup_vs_random_median"]
+        print(f"{strategy:<15}{s['best_mean']:>12}  {trials:<14}{reach:<24}"
+              f"{'-' if ratio is None else ratio:>9}")
+
+
+if __name__ == "__main__":
+    main()
