@@ -56,6 +56,11 @@ class ComputeMode:
     def apply(self, model: nn.Module) -> nn.Module:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
+    def for_eval(self, device: torch.device) -> ComputeMode:
+        """Validation on CPU stays fp32 (it is cheap there), so the metrics a trial records are
+        the ones its exported model reproduces in ``hpo export`` and ``hpo predict``."""
+        return self if device.type == "cuda" else ComputeMode(self.channels_last, None)
+
     def scaler(self, device: torch.device) -> torch.amp.GradScaler | None:
         """fp16 needs loss scaling; bf16 and fp32 do not."""
         return torch.amp.GradScaler(device.type) if self.amp_dtype == torch.float16 else None

@@ -326,6 +326,7 @@ def fine_tune(dataset: Dataset, spec: TrainSpec, hp: Hyperparams, device: str | 
                        info.in_chans)
     mode.apply(model)
     scaler = mode.scaler(dev)
+    eval_mode = mode.for_eval(dev)
 
     stopped = False
     for epoch in range(start_epoch, spec.epochs):
@@ -334,7 +335,7 @@ def fine_tune(dataset: Dataset, spec: TrainSpec, hp: Hyperparams, device: str | 
                                 gen, aug_gen, mode, scaler)
         train_images += steps_per_epoch * spec.batch_size
         train_time += steps_per_epoch * spec.batch_size / max(stats["images_per_s"], 1e-9)
-        metrics = {**evaluate(model, val, prep, dev, mode), **stats, "epoch": float(epoch)}
+        metrics = {**evaluate(model, val, prep, dev, eval_mode), **stats, "epoch": float(epoch)}
         history.append(metrics)
         if best_epoch < 0 or metrics[spec.metric] > history[best_epoch][spec.metric]:
             best_epoch, best_state = epoch, model_state(model)

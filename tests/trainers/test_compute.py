@@ -84,3 +84,19 @@ def test_a_bad_choice_is_refused_before_training(tiny_breast: Dataset) -> None:
     spec = TrainSpec("test_resnet", epochs=1, batch_size=16, weights="none", compute="turbo")
     with pytest.raises(TrainerError, match="compute must be one of"):
         fine_tune(tiny_breast, spec, Hyperparams(lr=1e-3), "cpu")
+
+
+def test_cpu_validation_is_fp32_so_exports_reproduce_it(tiny_breast: Dataset) -> None:
+    """A bf16-trained trial's recorded val metrics equal a plain fp32 re-evaluation."""
+    from trainers import evaluate
+    from trainers.finetune import place_split
+    from trainers.preprocess import Preprocess
+
+    spec = TrainSpec("test_resnet", epochs=1, batch_size=16, weights="none", compute="amp")
+    result = fine_tune(tiny_breast, spec, Hyperparams(lr=1e-3, image_size=32), "cpu")
+    model, info = build_model("test_resnet", 2, weights="none")
+    model.load_state_dict(result.state)
+    prep = Preprocess(32, info.in_chans, info.mean, info.std)
+    again = evaluate(model, place_split(tiny_breast.val, prep, CPU), prep, CPU)
+    assert again["auroc"] == pytest.approx(result.best_metrics["auroc"], abs=1e-6)
+    assert ComputeMode(True, torch.bfloat16).for_eval(CPU) == ComputeMode(channels_last=True)
