@@ -2,7 +2,13 @@
 per trial, Hyperband pruning) against one study, on PostgreSQL and on the embedded journal file.
 Reports finished trials/s, p50/p99 latency of ask, report+should_prune and tell, and errors.
 
+The unpaced rows flood the store (every process calls it back to back: its capacity, and the
+latency under saturation). The paced rows are a fleet: 32 processes whose "epochs" take
+--epoch-s seconds each (a sleep standing in for GPU training), and give the storage time per
+trial and its share of a 60-second trial under that load.
+
     python benchmarks/coordination.py [--quick] [--postgres URL] [--procs 1,4,16,32]
+                                      [--fleet 32] [--epoch-s 2]
 
 Without --postgres a throwaway server is started from the installed binaries (as the tests do).
 Writes benchmarks/results/coordination.json.
@@ -28,25 +34,31 @@ from _timing import REPORTS, timed_trial  # noqa: E402
 from storage import open_storage  # noqa: E402
 
 
-def _worker(url: str, study_name: str, seconds: float, queue: mp.Queue) -> None:
+def _worker(url: str, study_name: str, seconds: float, epoch_s: float,
+            queue: mp.Queue) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    ask, report, tell, errors, done = [], [], [], 0, 0
+    ask: list[float] = []
+    report: list[float] = []
+    tell: list[float] = []
+    per_trial: list[float] = []
+    errors, done = 0, 0
     try:
         study = optuna.load_study(study_name=study_name, storage=open_storage(url),
                                   sampler=optuna.samplers.TPESampler(constant_liar=True),
                                   pruner=optuna.pruners.HyperbandPruner(1, REPORTS))
     except Exception as e:  # noqa: BLE001 - counted, not raised: the benchmark reports errors
-        queue.put({"ask": [], "report": [], "tell": [], "errors": 1, "done": 0,
-                   "error": repr(e)})
+        queue.put({"ask": [], "report": [], "tell": [], "per_trial": [], "errors": 1,
+                   "done": 0, "error": repr(e)})
         return
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            timed_trial(study, ask, report, tell)
+            per_trial.append(timed_trial(study, ask, report, tell, epoch_s))
             done += 1
         except Exception:  # noqa: BLE001
             errors += 1
-    queue.put({"ask": ask, "report": report, "tell": tell, "errors": errors, "done": done})
+    queue.put({"ask": ask, "report": report, "tell": tell, "per_trial": per_trial,
+               "errors": errors, "done": done})
 
 
 def _ms(xs: list[float], q: int) -> float | None:
@@ -55,11 +67,11 @@ def _ms(xs: list[float], q: int) -> float | None:
     return round(1000 * statistics.quantiles(xs, n=100)[q - 1], 1)
 
 
-def run(url: str, procs: int, seconds: float) -> dict[str, object]:
+def run(url: str, procs: int, seconds: float, epoch_s: float = 0.0) -> dict[str, object]:
     name = f"coord-{uuid.uuid4().hex[:8]}"
     optuna.create_study(study_name=name, storage=open_storage(url), direction="maximize")
     queue: mp.Queue = mp.Queue()
-    workers = [mp.Process(target=_worker, args=(url, name, seconds, queue))
+    workers = [mp.Process(target=_worker, args=(url, name, seconds, epoch_s, queue))
                for _ in range(procs)]
     start = time.monotonic()
     for w in workers:
@@ -70,11 +82,17 @@ def run(url: str, procs: int, seconds: float) -> dict[str, object]:
     elapsed = time.monotonic() - start
     merged: dict[str, list[float]] = {k: [x for r in results for x in r[k]]
                                       for k in ("ask", "report", "tell")}
+    per_trial = [x for r in results for x in r["per_trial"]]
+    per_trial_ms = round(1000 * statistics.fmean(per_trial), 1) if per_trial else None
     done = sum(int(r["done"]) for r in results)
-    return {"procs": procs, "trials": done, "trials_per_s": round(done / elapsed, 1),
+    return {"procs": procs, "epoch_s": epoch_s, "trials": done,
+            "trials_per_s": round(done / elapsed, 2),
             "errors": sum(int(r["errors"]) for r in results),
             **{f"{k}_p50_ms": _ms(v, 50) for k, v in merged.items()},
-            **{f"{k}_p99_ms": _ms(v, 99) for k, v in merged.items()}}
+            **{f"{k}_p99_ms": _ms(v, 99) for k, v in merged.items()},
+            "per_trial_ms": per_trial_ms,
+            "share_of_60s_trial_pct": (round(per_trial_ms / 600, 3)
+                                       if per_trial_ms is not None else None)}
 
 
 def main() -> None:
@@ -82,8 +100,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 s per setting")
     parser.add_argument("--postgres", default=None)
     parser.add_argument("--procs", default="1,4,16,32")
+    parser.add_argument("--fleet", type=int, default=32, help="processes in the paced rows")
+    parser.add_argument("--epoch-s", type=float, default=2.0,
+                        help="seconds per simulated epoch in the paced rows")
     args = parser.parse_args()
     seconds = 10.0 if args.quick else 30.0
+    # Long enough that each paced process finishes a few trials (pruned ones are shorter).
+    fleet_seconds = (1.5 if args.quick else 4) * args.epoch_s * REPORTS
     counts = [int(p) for p in args.procs.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,8 +121,9 @@ def main() -> None:
         try:
             for store, store_url in (("postgresql", url),
                                      ("journal", str(Path(tmp) / "c.journal"))):
-                for n in counts:
-                    row = {"store": store, **run(store_url, n, seconds)}
+                for n, secs, epoch_s in ([(n, seconds, 0.0) for n in counts]
+                                         + [(args.fleet, fleet_seconds, args.epoch_s)]):
+                    row = {"store": store, **run(store_url, n, secs, epoch_s)}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
         finally:
