@@ -53,6 +53,10 @@ class HpoGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("\nInterrupted; running trials were recorded as failed.", err=True)
             ctx.exit(130)
+        except click.UsageError as e:
+            # one line, like every other error, instead of click's usage block
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            raise UserError(f"{e.format_message().rstrip('.')} (see '{where} --help')") from None
 
 
 class UserError(click.ClickException):
@@ -242,7 +246,8 @@ def run(ctx: click.Context, storage: str | None, study_name: str | None, workers
     url = _storage(storage)
     config = _config_from(params)
     slots = local_slots(workers, device)
-    name = study_name or default_study_name(config.data, config.model)
+    name = study_name if study_name is not None else default_study_name(config.data,
+                                                                          config.model)
     loaded, created = create_or_resume(url, name, config, params["artifacts"],
                                        params["allow_data_issues"])
     from hpo.progress import progress_of
@@ -435,7 +440,7 @@ def data_check(path: str, as_json: bool, metric: str) -> None:
         click.echo(json.dumps(report.to_dict(metric), indent=2))
     else:
         click.echo(f"{report.source}: {len(report.classes)} classes")
-        width = max(len(c) for c in report.classes)
+        width = max((len(c) for c in report.classes), default=0)
         for split, per in report.counts.items():
             total = sum(per.values())
             click.echo(f"  {split:<5} {total:>6} images: " + ", ".join(
@@ -494,7 +499,8 @@ def db_upgrade(storage: str | None) -> None:
 @click.option("--study", "study_name", required=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--trials", type=int, default=None, help="Stop this worker after N trials.")
-@click.option("--threads", type=int, default=None, help="CPU threads for this process.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for this process.")
 @click.option("--artifacts", default=None, metavar="DIR", help="Override the checkpoint folder.")
 @click.option("--time-limit", default=None, metavar="DURATION",
               help="Start no new trial after this long (30m, 2h).")

@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from torch import nn
 
 from hpo.errors import HpoError
+from hpo.paths import check_output_location, make_parents, remove_new_folders, write_error
 from hpo.retention import ATTR_CHECKPOINT, ATTR_DELETED
 from hpo.study import load_study
 from storage import open_artifact_store
@@ -70,18 +71,26 @@ def _check_out_dir(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HpoError(f"export folder {out} already exists and is not empty; pass a new --out "
                        "folder (nothing was overwritten)")
+    check_output_location(out, "--out")
 
 
 def export_trial(storage_url: str, study_name: str, out: str | Path, trial: int | None = None,
                  artifacts: str | None = None, device: str = "cpu") -> ExportResult:
     out = Path(out).expanduser()
     _check_out_dir(out)
+    dev = resolve_device(device)
     loaded = load_study(storage_url, study_name)
     chosen = _pick_trial(loaded.study, trial)
     store = open_artifact_store(artifacts or os.environ.get("HPO_ARTIFACTS")
                                 or loaded.config.artifacts, create=False)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    created: list[Path] = []
+    try:
+        created = make_parents(out)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    except OSError as e:
+        remove_new_folders(created)
+        raise write_error(out, "--out", e) from e
+    done = False
     try:
         ckpt = staging / "checkpoint.safetensors"
         try:
@@ -93,7 +102,6 @@ def export_trial(storage_url: str, study_name: str, out: str | Path, trial: int 
         state, meta = load_checkpoint(ckpt)
         model = rebuild_model(state, meta)
         dataset = load_dataset(loaded.config.data, download=False)
-        dev = resolve_device(device)
         model.to(dev)
         prep = preprocess_from(meta)
         val = _metrics(model, dataset.val.images, dataset.val.labels, prep, dev)
@@ -138,9 +146,12 @@ def export_trial(storage_url: str, study_name: str, out: str | Path, trial: int 
         exports = dict(loaded.study.user_attrs.get(ATTR_EXPORTS, {}))
         exports[str(chosen.number)] = {"out": str(out.resolve()), "test_metrics": test}
         loaded.study.set_user_attr(ATTR_EXPORTS, exports)  # shown by `hpo report`
+        done = True
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        if not done and not out.exists():
+            remove_new_folders(created)
     return ExportResult(out, chosen.number, config)
 
 

@@ -88,8 +88,8 @@ def _gather(inputs: list[str], size: int, channels: int
 
 
 def predict(folder: str | Path, inputs: list[str], device: str = "cpu") -> Predictions:
+    dev = resolve_device(device)  # a bad --device fails before anything is loaded
     model, config = load_exported(folder)
-    dev = resolve_device(device)
     model.to(dev)
     names, images, labels = _gather(inputs, int(config["image_size"]),
                                     int(config["data_channels"]))

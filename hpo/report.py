@@ -17,11 +17,13 @@ from optuna.trial import TrialState
 from hpo.errors import HpoError
 from hpo.export import ATTR_EXPORTS
 from hpo.objective import failure_reason
+from hpo.paths import check_output_location, make_parents, remove_new_folders, write_error
 from hpo.study import load_study
 
 log = logging.getLogger(__name__)
 
 SLICE_PARAMS = ("lr", "freeze_depth", "aug_strength")
+GENERATOR = "<title>hpo report: "  # in every page this module writes; marks one safe to replace
 TOP_K = 10
 
 PLOTS: list[tuple[str, str, Callable[[optuna.Study], Any]]] = [
@@ -103,7 +105,7 @@ def build_report(storage_url: str, study_name: str) -> str:
     summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>hpo report: {html.escape(study_name)}</title><style>{STYLE}</style></head><body>
+{GENERATOR}{html.escape(study_name)}</title><style>{STYLE}</style></head><body>
 <h1>Study {html.escape(study_name)}</h1>
 <p>{html.escape(config.model)} on {html.escape(config.data)}; metric: validation
 {html.escape(config.metric)}; pruner {html.escape(config.pruner)}; {summary}
@@ -117,11 +119,31 @@ def build_report(storage_url: str, study_name: str) -> str:
 
 
 def write_report(storage_url: str, study_name: str, out: str | Path) -> Path:
-    out = Path(out)
+    out = Path(out).expanduser()
     if out.is_dir():
         raise HpoError(f"--out {out} is a folder; pass a file name such as report.html")
+    if out.exists() and not _is_report(out):
+        raise HpoError(f"--out {out} exists and is not an hpo report; pass a new file name "
+                       "(nothing was overwritten)")
+    check_output_location(out, "--out")
     text = build_report(storage_url, study_name)
     tmp = out.with_name(out.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    created: list[Path] = []
+    try:
+        created = make_parents(out)
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        remove_new_folders(created)
+        raise write_error(out, "--out", e) from e
     return out
+
+
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` is a page this command wrote (safe to replace with a newer one)."""
+    try:
+        with path.open("rb") as f:
+            return GENERATOR.encode() in f.read(4096)
+    except OSError:
+        return False

@@ -7,14 +7,22 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
 
 from hpo.config import CONFIG_ATTR, StudyConfig
 from hpo.errors import HpoError
-from hpo.space import SpaceBounds, default_params
-from storage import ENV_ARTIFACTS, default_artifact_dir, open_storage, parse_storage, redact
+from hpo.space import SearchSpace, SpaceBounds, default_params
+from storage import (
+    ENV_ARTIFACTS,
+    check_artifact_dir,
+    default_artifact_dir,
+    open_storage,
+    parse_storage,
+    redact,
+)
 from trainers import Dataset, load_dataset
 from trainers.datacheck import check_data
 
@@ -38,6 +46,9 @@ def check_study_name(name: str) -> None:
     if not name.strip() or name != name.strip() or any(c in name for c in "\n\r\t"):
         raise HpoError(f"study name {name!r} is empty or has surrounding/control whitespace; "
                        "pass a name such as chest-resnet18")
+    if any(c in name for c in "/\\") or name in (".", ".."):
+        raise HpoError(f"study name {name!r} would be a path (it names a checkpoint folder); "
+                       "pass a name without / or \\, such as chest-resnet18")
     if len(name) > 200:
         raise HpoError(f"study name is {len(name)} characters long; keep it under 200")
 
@@ -79,8 +90,9 @@ def prepare_config(config: StudyConfig, storage_url: str, artifacts: str | None 
     weights = config.weights
     if weights not in (None, "none"):
         weights = str(Path(weights).expanduser().resolve())
-    config = config.with_updates(data=data, weights=weights,
-                                 artifacts=resolve_artifacts(storage_url, artifacts))
+    artifact_dir = resolve_artifacts(storage_url, artifacts)
+    check_artifact_dir(artifact_dir)
+    config = config.with_updates(data=data, weights=weights, artifacts=artifact_dir)
     return config, dataset, bounds
 
 
@@ -179,11 +191,16 @@ def create_or_resume(storage_url: str, name: str, config: StudyConfig,
     if name not in study_names(storage):
         return create_study(storage_url, name, config, artifacts, allow_data_issues), True
     loaded = load_study(storage_url, name, storage=storage)
-    new, _, _ = prepare_config(config, storage_url, artifacts or loaded.config.artifacts,
+    if artifacts and resolve_artifacts(storage_url, artifacts) != loaded.config.artifacts:
+        raise HpoError(f"study {name!r} keeps its checkpoints in {loaded.config.artifacts}, not "
+                       f"{artifacts}; drop --artifacts to resume it (or set HPO_ARTIFACTS to "
+                       "where that folder is mounted on this machine)")
+    new, _, _ = prepare_config(config, storage_url, artifacts or os.environ.get(ENV_ARTIFACTS)
+                               or loaded.config.artifacts,
                                allow_data_issues=True)  # checked when it was created
     diffs = [f for f in IDENTITY_FIELDS if getattr(new, f) != getattr(loaded.config, f)]
     if diffs:
-        shown = "; ".join(f"{f}: {getattr(loaded.config, f)!r} vs {getattr(new, f)!r}"
+        shown = "; ".join(_difference(f, getattr(loaded.config, f), getattr(new, f))
                           for f in diffs[:3])
         raise HpoError(f"study {name!r} already exists with other settings ({shown}); pass "
                        "--study with a new name, or the same settings to resume")
@@ -192,3 +209,22 @@ def create_or_resume(storage_url: str, name: str, config: StudyConfig,
             trials=new.trials).to_json())
         loaded = load_study(storage_url, name, storage=storage)
     return loaded, False
+
+
+def _difference(field: str, stored: Any, given: Any) -> str:
+    """``space: lr 1e-05..0.003 vs 1e-05..0.01`` rather than two dataclass reprs."""
+    if isinstance(stored, SearchSpace) and isinstance(given, SearchSpace):
+        a, b = stored.to_dict(), given.to_dict()
+        return ", ".join(f"{field} {k} {_span(k, a[k])} vs {_span(k, b[k])}" for k in a
+                         if a[k] != b[k])
+    return f"{field}: {stored!r} vs {given!r}"
+
+
+def _span(key: str, v: Any) -> str:
+    if v is None or (key == "image_sizes" and not v):
+        return "default"
+    if key == "image_sizes":
+        return ",".join(map(str, v))
+    if isinstance(v, (list, tuple)):
+        return f"{v[0]}..{v[1]}"
+    return str(v)

@@ -1,6 +1,11 @@
 """Where studies and checkpoints live: storage URLs, engines, artifact store (no training)."""
 
-from storage.artifacts import ENV_ARTIFACTS, default_artifact_dir, open_artifact_store
+from storage.artifacts import (
+    ENV_ARTIFACTS,
+    check_artifact_dir,
+    default_artifact_dir,
+    open_artifact_store,
+)
 from storage.db import DbStatus, check_db, upgrade_db
 from storage.errors import StorageError
 from storage.heartbeat import SilentTrialWatch, never_beat_trial_ids
@@ -17,6 +22,7 @@ from storage.urls import (
 
 __all__ = [
     "DbStatus",
+    "check_artifact_dir",
     "check_db",
     "upgrade_db",
     "DEFAULT_STORAGE",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from optuna.artifacts import FileSystemArtifactStore
@@ -35,3 +36,34 @@ def open_artifact_store(directory: str | Path, create: bool = True) -> FileSyste
     elif not path.is_dir():
         raise StorageError(f"artifact location {path} is a file; pass a folder")
     return FileSystemArtifactStore(str(path))
+
+
+def check_artifact_dir(directory: str | Path) -> None:
+    """Fail now, before a study is written, if checkpoints cannot be stored in ``directory``
+    (a file in the way, a read-only or virtual file system). Leaves nothing behind: folders
+    made for the probe are removed again."""
+    path = Path(os.path.expanduser(str(directory))).absolute()
+    missing = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    if not p.is_dir():
+        raise StorageError(f"artifact location {p} is a file; pass --artifacts with a folder")
+    made: list[Path] = []
+    try:
+        for d in reversed(missing):
+            d.mkdir()
+            made.append(d)
+        fd, probe = tempfile.mkstemp(prefix=".hpo-write-check-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise StorageError(f"cannot write checkpoints to {path} ({e.strerror or e}); pass "
+                           "--artifacts DIR on a writable disk") from e
+    finally:
+        for d in reversed(made):
+            try:
+                d.rmdir()
+            except OSError:
+                break

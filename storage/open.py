@@ -106,8 +106,12 @@ def open_storage(url: str, heartbeat_interval: int | None = None,
     try:
         if spec.kind == "journal":
             assert spec.path is not None
-            if not spec.path.parent.exists() and str(spec.path.parent) not in ("", "."):
-                raise StorageError(f"folder {spec.path.parent} for storage {spec.path} does not "
+            parent = spec.path.parent
+            if parent.exists() and not parent.is_dir():
+                raise StorageError(f"{parent} is a file, not a folder, so storage {spec.path} "
+                                   "cannot be there; pass another --storage path")
+            if not parent.exists() and str(parent) not in ("", "."):
+                raise StorageError(f"folder {parent} for storage {spec.path} does not "
                                    "exist; create it or pass another path")
             if spec.path.is_file():
                 _check_journal(spec.path)

@@ -286,13 +286,9 @@ def stratified_split(labels: torch.Tensor, fractions: tuple[float, ...], seed: i
     return [torch.sort(torch.cat(p)).values for p in parts]
 
 
-def load_image_folder(root: str | Path, split_seed: int = DEFAULT_SPLIT_SEED) -> Dataset:
-    """Load ``ROOT/{train,val[,test]}/<class>/*`` or a single ``ROOT/<class>/*`` tree.
-
-    A single tree is split stratified (70/15/15) with ``split_seed``, which is recorded in
-    ``Dataset.info`` so the same split can be rebuilt.
-    """
-    root = Path(root)
+def check_folder_layout(root: Path) -> list[str]:
+    """The class names of an image folder, or the reason it cannot be used (also what
+    ``hpo data check`` reports, so the check and the loader never disagree)."""
     if not root.is_dir():
         raise TrainerError(f"data folder {root} does not exist")
     if (root / "train").is_dir():
@@ -308,17 +304,39 @@ def load_image_folder(root: str | Path, split_seed: int = DEFAULT_SPLIT_SEED) ->
         if extra:
             raise TrainerError(f"{root}: class folder(s) {', '.join(sorted(set(extra)))} exist "
                                "in val/test but not in train/")
+        return classes
+    classes = [p.name for p in _list_class_dirs(root)]
+    if len(classes) < 2:
+        raise TrainerError(
+            f"{root} needs ROOT/train/<class>/ and ROOT/val/<class>/, or at least two "
+            f"class folders ROOT/<class>/; found {len(classes)} class folder(s)"
+        )
+    return classes
+
+
+def check_split_sizes(where: str, sizes: dict[str, int]) -> None:
+    """Training needs images in train and val (a 70/15/15 split of a tiny folder leaves none)."""
+    for name in ("train", "val"):
+        if sizes.get(name, 0) == 0:
+            raise TrainerError(f"{where}: the {name} split is empty (too few images to split "
+                               "70/15/15; use at least 3 images per class, or ROOT/train and "
+                               "ROOT/val folders)")
+
+
+def load_image_folder(root: str | Path, split_seed: int = DEFAULT_SPLIT_SEED) -> Dataset:
+    """Load ``ROOT/{train,val[,test]}/<class>/*`` or a single ``ROOT/<class>/*`` tree.
+
+    A single tree is split stratified (70/15/15) with ``split_seed``, which is recorded in
+    ``Dataset.info`` so the same split can be rebuilt.
+    """
+    root = Path(root)
+    classes = check_folder_layout(root)
+    if (root / "train").is_dir():
         train = _load_tree(root / "train", classes)
         val = _load_tree(root / "val", classes)
         test = _load_tree(root / "test", classes) if (root / "test").is_dir() else None
         info: dict[str, Any] = {"format": "folder", "layout": "splits"}
     else:
-        classes = [p.name for p in _list_class_dirs(root)]
-        if len(classes) < 2:
-            raise TrainerError(
-                f"{root} needs ROOT/train/<class>/ and ROOT/val/<class>/, or at least two "
-                f"class folders ROOT/<class>/; found {len(classes)} class folder(s)"
-            )
         every = _load_tree(root, classes)
         tr, va, te = stratified_split(every.labels, (DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION),
                                       split_seed)
@@ -328,11 +346,7 @@ def load_image_folder(root: str | Path, split_seed: int = DEFAULT_SPLIT_SEED) ->
         info = {"format": "folder", "layout": "single", "split_seed": split_seed,
                 "split_fractions": [1 - DEFAULT_VAL_FRACTION - DEFAULT_TEST_FRACTION,
                                     DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION]}
-    for name, split in (("train", train), ("val", val)):
-        if len(split) == 0:
-            raise TrainerError(f"{root}: the {name} split is empty (too few images to split "
-                               "70/15/15; use at least 3 images per class, or ROOT/train and "
-                               "ROOT/val folders)")
+    check_split_sizes(str(root), {"train": len(train), "val": len(val)})
     check_labels(str(root), train, [(n, s) for n, s in (("val", val), ("test", test))
                                     if s is not None and len(s)])
     shapes = {tuple(s.images.shape[1:]) for s in (train, val, test) if s is not None}

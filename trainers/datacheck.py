@@ -17,13 +17,19 @@ import torch
 import torch.nn.functional as F
 
 from trainers.data import (
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VAL_FRACTION,
     IMAGE_SUFFIXES,
     Dataset,
     _list_class_dirs,
     _list_images,
     _read_image,
+    check_folder_layout,
+    check_split_sizes,
     load_npz,
     resolve_data,
+    stratified_split,
 )
 from trainers.errors import TrainerError
 
@@ -54,19 +60,22 @@ class DataReport:
     leaks_near: list[tuple[str, str, int]] = field(default_factory=list)
     sizes: list[str] = field(default_factory=list)
     channels: list[int] = field(default_factory=list)
+    unusable: list[str] = field(default_factory=list)  # why training could not load it at all
 
     @property
     def imbalance(self) -> float:
-        train = [n for n in self.counts.get("train", {}).values() if n > 0]
+        per = self.counts.get("train", self.counts.get("all", {}))
+        train = [n for n in per.values() if n > 0]
         return max(train) / min(train) if train else 1.0
 
     def problems(self) -> list[str]:
-        """Issues that stop study creation unless overridden."""
-        out = []
+        """Issues that stop study creation unless overridden (an unusable layout stops it
+        regardless: the loader refuses it too)."""
+        out = list(self.unusable)
         if self.unreadable:
             out.append(f"{len(self.unreadable)} unreadable image(s), e.g. {self.unreadable[0]}")
         if self.empty_classes:
-            out.append(f"empty class folder(s): {', '.join(self.empty_classes)}")
+            out.append(f"empty class(es), no images: {', '.join(self.empty_classes)}")
         if self.leaks_exact:
             first = self.leaks_exact[0]
             out.append(f"{len(self.leaks_exact)} image(s) duplicated across splits "
@@ -223,8 +232,30 @@ def _check_folder(root: Path) -> DataReport:
             if ok == 0 and (split in ("train", "") or (root / split / c).is_dir()):
                 report.empty_classes.append(f"{name}/{c}")
     report.sizes, report.channels = sorted(sizes), sorted(channels)
+    report.unusable = _layout_problems(root, layout, classes, counts)
     _find_duplicates(report, refs, images)
     return report
+
+
+def _layout_problems(root: Path, layout: list[str], classes: list[str],
+                     counts: dict[str, dict[str, int]]) -> list[str]:
+    """What would make ``load_image_folder`` refuse this folder, from the counts alone."""
+    try:
+        check_folder_layout(root)
+        if layout == [""]:  # one tree, split 70/15/15 the way the loader splits it
+            labels = torch.tensor([i for i, c in enumerate(classes)
+                                   for _ in range(counts["all"].get(c, 0))], dtype=torch.int64)
+            parts = stratified_split(labels, (DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION),
+                                     DEFAULT_SPLIT_SEED)
+            check_split_sizes(str(root), {"train": len(parts[0]), "val": len(parts[1])})
+        else:
+            for split in ("train", "val"):
+                if not sum(counts.get(split, {}).values()):
+                    raise TrainerError(f"{root}/{split} holds no readable images; expected "
+                                       f"{root}/{split}/<class>/*.png or *.jpg")
+    except TrainerError as e:
+        return [str(e)]
+    return []
 
 
 def check_data(spec: str, data_dir: str | Path | None = None) -> DataReport:

@@ -117,10 +117,21 @@ class FinetuneResult:
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise TrainerError(f"--device {str(device)!r} is not a device; use auto, cpu, cuda or "
+                           "cuda:N") from e
+    if dev.type not in ("cpu", "cuda"):
+        raise TrainerError(f"--device {str(device)!r} is not supported; use auto, cpu, cuda or "
+                           "cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise TrainerError("device cuda requested but no CUDA GPU is visible; use --device cpu "
                            "or check CUDA_VISIBLE_DEVICES")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise TrainerError(f"--device {dev} asked for GPU {dev.index} but "
+                           f"{torch.cuda.device_count()} are visible; use cuda:0.."
+                           f"cuda:{torch.cuda.device_count() - 1} or check CUDA_VISIBLE_DEVICES")
     return dev
 
 

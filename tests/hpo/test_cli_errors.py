@@ -173,3 +173,76 @@ def test_study_names_must_be_real(tmp_path: Path, breast_npz: Path) -> None:
     assert_error(run_cli("study", "create", " ", "--allow-data-issues", "--data", str(breast_npz),
                        "--model", "test_resnet", "--weights", "none", "--storage",
                        str(tmp_path / "s.journal")), "study name")
+    for bad in ("a/b", "..", "x\\y"):
+        r = run_cli("study", "create", bad, "--allow-data-issues", "--data", str(breast_npz),
+                    "--model", "test_resnet", "--weights", "none", "--storage",
+                    str(tmp_path / "s.journal"))
+        assert_error(r, "would be a path")
+    r = run_cli("run", "--study", "", "--data", str(breast_npz), "--model", "test_resnet",
+                "--weights", "none", "--storage", str(tmp_path / "s.journal"))
+    assert_error(r, "study name '' is empty")
+    _no_studies(tmp_path / "s.journal")
+
+
+def _study_args(breast_npz: Path, storage: Path) -> list[str]:
+    return ["--allow-data-issues", "--data", str(breast_npz), "--model", "test_resnet",
+            "--weights", "none", "--image-size", "28", "--storage", str(storage)]
+
+
+def test_unusable_artifact_folder_is_refused_before_the_study_exists(
+        tmp_path: Path, breast_npz: Path) -> None:
+    storage = tmp_path / "s.journal"
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for artifacts in (afile, afile / "sub", Path("/proc/hpo-artifacts")):
+        r = run_cli("run", *_study_args(breast_npz, storage), "--trials", "1", "--epochs", "1",
+                    "--artifacts", str(artifacts))
+        assert_error(r, "artifact")
+        _no_studies(storage)
+    assert not Path("/proc/hpo-artifacts").exists()
+    fresh = tmp_path / "new" / "deeper"
+    r = run_cli("study", "create", "ok", *_study_args(breast_npz, storage),
+                "--artifacts", str(fresh))
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "new").exists()  # the write probe leaves nothing behind
+    # resuming with another checkpoint folder would silently split the study's checkpoints
+    r = run_cli("run", "--study", "ok", *_study_args(breast_npz, storage),
+                "--artifacts", str(tmp_path / "elsewhere"))
+    assert_error(r, "keeps its checkpoints in", str(fresh))
+
+
+def test_unwritable_outputs_and_bad_devices(tmp_path: Path, breast_npz: Path) -> None:
+    storage = tmp_path / "s.journal"
+    done = run_cli("run", "--study", "s", *_study_args(breast_npz, storage), "--trials", "1",
+                   "--epochs", "1")
+    assert done.exit_code == 0, done.output  # one trained trial: export gets to writing
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for out in (afile / "sub", Path("/proc/hpo-export")):
+        assert_error(run_cli("export", "--storage", str(storage), "--study", "s", "--out",
+                             str(out)), "--out")
+        assert_error(run_cli("report", "--storage", str(storage), "--study", "s", "--out",
+                             str(out) + ".html"), "--out")
+    assert_error(run_cli("report", "--storage", str(storage), "--study", "s", "--out",
+                         str(afile)), "is not an hpo report")
+    assert afile.read_text() == "mine"
+    report = tmp_path / "r.html"
+    for _ in range(2):  # a report it wrote itself may be replaced
+        r = run_cli("report", "--storage", str(storage), "--study", "s", "--out", str(report))
+        assert r.exit_code == 0, r.output
+    assert_error(run_cli("export", "--storage", str(storage), "--study", "s", "--out",
+                         str(tmp_path / "n" / "x"), "--trial", "99"), "trial 99")
+    assert not (tmp_path / "n").exists()  # parents made for a failed export are removed
+    for cmd in (["worker", "--storage", str(storage), "--study", "s", "--trials", "1"],
+                ["predict", str(tmp_path), str(breast_npz)],
+                ["export", "--storage", str(storage), "--study", "s", "--out",
+                 str(tmp_path / "e")]):
+        assert_error(run_cli(*cmd, "--device", "foo"), "--device 'foo'")
+
+
+def test_click_usage_errors_are_one_line() -> None:
+    assert_error(run_cli("run", "--data", "x", "--model", "y", "--lr", "abc"), "--lr",
+                 "run --help")
+    assert_error(run_cli("worker", "--study", "s", "--threads", "0"), "--threads")
+    assert_error(run_cli("study", "nope"), "No such command")
+    assert_error(run_cli("run"), "Missing option '--data'")

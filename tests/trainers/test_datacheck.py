@@ -74,3 +74,28 @@ def test_clean_folder_passes_and_imbalance_suggests_a_metric(tmp_path: Path,
         f.unlink()
     r = check_data(str(root))
     assert any("balanced_accuracy" in w for w in r.warnings("accuracy"))
+
+
+def test_folders_the_loader_refuses_are_problems(tmp_path: Path, breast_npz: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one = _folder(tmp_path / "one", breast_npz)
+    shutil.rmtree(one / "train" / "malignant")
+    shutil.rmtree(one / "val" / "malignant")
+    no_val = _folder(tmp_path / "noval", breast_npz)
+    shutil.rmtree(no_val / "val")
+    tiny = tmp_path / "tiny"
+    for c in ("a", "b"):  # one tree of 2 images per class: 70/15/15 leaves val empty
+        (tiny / c).mkdir(parents=True)
+        for i, img in enumerate(load_npz(breast_npz).train.images[:2]):
+            Image.fromarray(img[0].numpy()).save(tiny / c / f"{i}.png")
+    for root, needle in ((empty, "found 0 class folder"), (one, "at least two class"),
+                         (no_val, "no val/"), (tiny, "val split is empty")):
+        r = check_data(str(root))
+        assert r.problems() and needle in r.problems()[0], (root, r.problems())
+        out = CliRunner().invoke(main, ["data", "check", str(root)])
+        assert out.exit_code == 1 and needle in out.output, out.output
+        assert "Traceback" not in out.output
+        as_json = json.loads(CliRunner().invoke(main, ["data", "check", str(root),
+                                                       "--json"]).stdout)
+        assert as_json["problems"] and needle in as_json["problems"][0]
