@@ -2,7 +2,7 @@
 
 For each model and size: forward+backward+AdamW step on batches already on the device, in
 fp32 NCHW (the default every user script gets), channels-last, bf16 autocast, and both. The
-trainer's choices (``trainers.finetune.compute_mode``) are made from these measurements.
+trainer makes the same measurement per model and size (``trainers.compute.choose_mode``).
 
     python benchmarks/compute_modes.py [--quick] [--device auto]
 
