@@ -22,9 +22,11 @@ import multiprocessing as mp
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -35,7 +37,7 @@ from storage import open_storage  # noqa: E402
 
 
 def _worker(url: str, study_name: str, seconds: float, epoch_s: float,
-            queue: mp.Queue) -> None:
+            queue: mp.Queue, start: Any, offset_s: float = 0.0) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     ask: list[float] = []
     report: list[float] = []
@@ -48,9 +50,22 @@ def _worker(url: str, study_name: str, seconds: float, epoch_s: float,
                                   pruner=optuna.pruners.HyperbandPruner(1, REPORTS))
     except Exception as e:  # noqa: BLE001 - counted, not raised: the benchmark reports errors
         queue.put({"ask": [], "report": [], "tell": [], "per_trial": [], "errors": 1,
-                   "done": 0, "error": repr(e)})
+                   "done": 0, "window": 0.0, "error": repr(e)})
+        start.abort()
         return
-    deadline = time.monotonic() + seconds
+    # Every process starts calling the store at once, after all have started up (32 Python
+    # start-ups on two cores take seconds; they would otherwise blur the first trials).
+    try:
+        start.wait(timeout=300)
+    except threading.BrokenBarrierError as e:  # another process failed to load the study
+        queue.put({"ask": [], "report": [], "tell": [], "per_trial": [], "errors": 1,
+                   "done": 0, "window": 0.0, "error": repr(e)})
+        return
+    began = time.monotonic()
+    # A running fleet's epochs end at spread-out times, not all at once: paced processes
+    # start offset across one epoch instead of as a herd.
+    time.sleep(offset_s)
+    deadline = began + seconds
     while time.monotonic() < deadline:
         try:
             per_trial.append(timed_trial(study, ask, report, tell, epoch_s))
@@ -58,7 +73,7 @@ def _worker(url: str, study_name: str, seconds: float, epoch_s: float,
         except Exception:  # noqa: BLE001
             errors += 1
     queue.put({"ask": ask, "report": report, "tell": tell, "per_trial": per_trial,
-               "errors": errors, "done": done})
+               "errors": errors, "done": done, "window": time.monotonic() - began})
 
 
 def _ms(xs: list[float], q: int) -> float | None:
@@ -71,15 +86,16 @@ def run(url: str, procs: int, seconds: float, epoch_s: float = 0.0) -> dict[str,
     name = f"coord-{uuid.uuid4().hex[:8]}"
     optuna.create_study(study_name=name, storage=open_storage(url), direction="maximize")
     queue: mp.Queue = mp.Queue()
-    workers = [mp.Process(target=_worker, args=(url, name, seconds, epoch_s, queue))
-               for _ in range(procs)]
-    start = time.monotonic()
+    start = mp.Barrier(procs)
+    workers = [mp.Process(target=_worker,
+                          args=(url, name, seconds, epoch_s, queue, start, epoch_s * i / procs))
+               for i in range(procs)]
     for w in workers:
         w.start()
     results = [queue.get(timeout=seconds + 300) for _ in workers]
     for w in workers:
         w.join()
-    elapsed = time.monotonic() - start
+    elapsed = max(float(r["window"]) for r in results) or 1.0  # the shared measuring window
     merged: dict[str, list[float]] = {k: [x for r in results for x in r[k]]
                                       for k in ("ask", "report", "tell")}
     per_trial = [x for r in results for x in r["per_trial"]]
@@ -97,16 +113,17 @@ def run(url: str, procs: int, seconds: float, epoch_s: float = 0.0) -> dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10 s per setting")
+    parser.add_argument("--quick", action="store_true",
+                        help="6 s per flooding setting, 24 s per fleet (under 3 minutes)")
     parser.add_argument("--postgres", default=None)
     parser.add_argument("--procs", default="1,4,16,32")
     parser.add_argument("--fleet", type=int, default=32, help="processes in the paced rows")
     parser.add_argument("--epoch-s", type=float, default=2.0,
                         help="seconds per simulated epoch in the paced rows")
     args = parser.parse_args()
-    seconds = 10.0 if args.quick else 30.0
+    seconds = 6.0 if args.quick else 30.0
     # Long enough that each paced process finishes a few trials (pruned ones are shorter).
-    fleet_seconds = (1.5 if args.quick else 4) * args.epoch_s * REPORTS
+    fleet_seconds = (1.2 if args.quick else 4) * args.epoch_s * REPORTS
     counts = [int(p) for p in args.procs.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

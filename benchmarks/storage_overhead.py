@@ -1,7 +1,8 @@
 """Per-trial storage overhead: milliseconds per ask, per report (+ should_prune) and per tell,
 on PostgreSQL and on the embedded stores, with the engine settings the workers use.
 
-    python benchmarks/storage_overhead.py --postgres postgresql://user:pw@host/db [--trials 200]
+    python benchmarks/storage_overhead.py [--quick] [--trials 200]
+                                          [--postgres postgresql://user:pw@host/db]
 
 Without --postgres it starts a throwaway server from the installed binaries (like the tests).
 Writes benchmarks/results/storage_overhead.json.
@@ -51,7 +52,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--postgres", default=None)
     parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="50 trials per store (~1 minute)")
     args = parser.parse_args()
+    if args.quick:
+        args.trials = 50
     server = None
     with tempfile.TemporaryDirectory() as tmp:
         url = args.postgres
