@@ -135,18 +135,33 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+CACHE_SHARE_OF_FREE = 0.25  # of free device memory; the rest is for the model, activations
+# and the other trials sharing the GPU (--workers-per-gpu)
+
+
+def cache_fits(nbytes: int, free_bytes: int, share: float = CACHE_SHARE_OF_FREE) -> bool:
+    """Whether an image cache of ``nbytes`` may live on a device with ``free_bytes`` free."""
+    return nbytes <= share * free_bytes
+
+
 def place_split(split: Split, prep: Preprocess, device: torch.device) -> Split:
-    """Resize the uint8 cache once and put it on ``device`` (host memory when it won't fit)."""
+    """Resize the uint8 cache once and put it on ``device`` when it fits in a quarter of the
+    free device memory; otherwise (or on an out-of-memory error) keep it in pinned host memory
+    and copy one batch at a time, which is slower but never starves the training step."""
     images = prep.resize(split.images)
-    if device.type == "cuda":
+    if device.type != "cuda":
+        return Split(images, split.labels)
+    nbytes = images.numel() * images.element_size()
+    free, _ = torch.cuda.mem_get_info(device)
+    if cache_fits(nbytes, free, CACHE_SHARE_OF_FREE):
         try:
             return Split(images.to(device), split.labels.to(device))
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
-            log.warning("image cache (%.0f MB) does not fit on %s; streaming batches from "
-                        "pinned host memory", images.numel() / 2**20, device)
-            return Split(images.pin_memory(), split.labels.pin_memory())
-    return Split(images, split.labels)
+    log.warning("image cache (%.0f MB) does not fit in a quarter of the %.0f MB free on %s; "
+                "streaming batches from pinned host memory", nbytes / 2**20, free / 2**20,
+                device)
+    return Split(images.pin_memory(), split.labels.pin_memory())
 
 
 # --------------------------------------------------------------------------- loop pieces

@@ -74,3 +74,37 @@ def test_resume_continues_exactly_where_the_run_stopped(small_breast: Dataset,
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["auroc"] == pytest.approx(b["auroc"], abs=1e-6)
     assert resumed.best_epoch == full.best_epoch
+
+
+def test_image_cache_goes_to_the_device_only_when_it_fits() -> None:
+    from trainers.finetune import CACHE_SHARE_OF_FREE, cache_fits
+
+    free = 8 * 2**30
+    assert cache_fits(int(CACHE_SHARE_OF_FREE * free), free)
+    assert not cache_fits(int(CACHE_SHARE_OF_FREE * free) + 1, free)
+    assert not cache_fits(1, 0)
+
+
+def test_cpu_cache_is_resized_once_and_stays_uint8(small_breast: Dataset) -> None:
+    from trainers.finetune import place_split
+    from trainers.preprocess import Preprocess
+
+    prep = Preprocess(40, 3, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    placed = place_split(small_breast.train, prep, torch.device("cpu"))
+    assert placed.images.dtype == torch.uint8 and placed.images.shape[-2:] == (40, 40)
+    assert torch.equal(placed.labels, small_breast.train.labels)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cache_too_big_for_the_gpu_streams_from_pinned_host_memory(
+        small_breast: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainers.finetune as ft
+
+    monkeypatch.setattr(ft, "CACHE_SHARE_OF_FREE", 0.0)  # nothing fits
+    prep = ft.Preprocess(28, 3, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    placed = ft.place_split(small_breast.train, prep, torch.device("cuda"))
+    assert placed.images.device.type == "cpu" and placed.images.is_pinned()
+    spec = TrainSpec("test_resnet", epochs=1, batch_size=32, weights="none")
+    r = fine_tune(small_breast, spec, Hyperparams(lr=1e-3, image_size=28), "cuda")
+    assert r.epochs_run == 1 and math.isfinite(r.best_metrics["accuracy"])
