@@ -15,10 +15,13 @@ work takes the cores that training needs), and the fp32 bound over (b): the most
 pipeline could gain over (b) without a faster compute mode. ``--profile MODEL:SIZE`` prints
 (a)'s top operators instead.
 
-    python benchmarks/throughput.py [--quick] [--profile resnet18:28]
+    python benchmarks/throughput.py [--quick] [--repeats 5] [--profile resnet18:28]
 
-Prints a table with a/b and a/c and writes benchmarks/results/throughput.json. Timings are
-ratios within one run on one machine, not absolute thresholds.
+Each row measures (a), (c) and (b) --repeats times, interleaved, and reports medians, ratios as
+the median of each repeat's ratio (a shared 2-core machine's speed drifts by 10-30% over
+minutes; single samples of (a) and (c) can land in different spells). Prints a table with a/b
+and a/c and writes benchmarks/results/throughput.json. Timings are ratios within one run on one
+machine, not absolute thresholds.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -177,6 +181,28 @@ def profile(name: str, split: Split, size: int, dev: torch.device) -> None:
     print(prof.key_averages().table(sort_by=sort, row_limit=15))
 
 
+def summarize_row(name: str, size: int, mode: str, runs: dict[str, list[float]]
+                  ) -> dict[str, object]:
+    """Medians over the repeats. Ratios are the median of each repeat's own ratio: (a), (c)
+    and (b) of one repeat ran minutes apart at most, so a drift in the machine's speed
+    cancels out of their ratio instead of landing on one side."""
+    def med(k: str) -> float:
+        return statistics.median(runs[k])
+
+    def ratio(x: str, y: str) -> float:
+        return round(statistics.median(p / q for p, q in zip(runs[x], runs[y], strict=True)), 2)
+
+    return {"model": name, "size": size, "compute": mode,
+            "ours": round(med("a"), 1), "typical": round(med("b"), 1),
+            "bound": round(med("c"), 1), "bound_fp32": round(med("c32"), 1),
+            "ours_over_typical": ratio("a", "b"), "ours_over_bound": ratio("a", "c"),
+            "ours_pipeline_share": round(med("pipe"), 2),
+            "typical_wait_share": round(med("wait"), 2),
+            "typical_compute_over_bound_fp32": ratio("b_compute", "c32"),
+            "bound_fp32_over_typical": ratio("c32", "b"),
+            "runs": {k: [round(x, 3) for x in v] for k, v in runs.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images (under 3 minutes)")
@@ -188,10 +214,15 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated px")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" /
                                              "throughput.json"))
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="interleaved a/b/c measurements per row, medians reported "
+                             "(default 5; 1 with --quick)")
     parser.add_argument("--profile", metavar="MODEL:SIZE",
                         help="instead: profile one epoch of (a) and print the top operators")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 5
     dev = resolve_device(args.device)
     train = load_npz(args.data).train
     n = 128 if args.quick else len(train)
@@ -209,19 +240,17 @@ def main() -> None:
         for name in args.models.split(","):
             for size in (int(s) for s in args.sizes.split(",")):
                 ours(name, split, size, dev)  # warm-up (allocator, cudnn autotune, mode choice)
-                a, a_pipe, mode = ours(name, split, size, dev)
-                b, b_wait, b_compute = typical(name, folder, size, dev, args.workers)
-                c = bound(name, n, size, dev, mode)
-                c32 = c if mode == FP32 else bound(name, n, size, dev, FP32)
-                rows.append({"model": name, "size": size, "compute": mode.name,
-                             "ours": round(a, 1), "typical": round(b, 1), "bound": round(c, 1),
-                             "bound_fp32": round(c32, 1),
-                             "ours_over_typical": round(a / b, 2),
-                             "ours_over_bound": round(a / c, 2),
-                             "ours_pipeline_share": round(a_pipe, 2),
-                             "typical_wait_share": round(b_wait, 2),
-                             "typical_compute_over_bound_fp32": round(b_compute / c32, 2),
-                             "bound_fp32_over_typical": round(c32 / b, 2)})
+                runs: dict[str, list[float]] = {k: [] for k in ("a", "c", "c32", "b", "pipe",
+                                                                 "wait", "b_compute")}
+                for _ in range(args.repeats):  # interleaved, so a slow spell hits all three
+                    a, a_pipe, mode = ours(name, split, size, dev)
+                    c = bound(name, n, size, dev, mode)  # right after (a): same spell
+                    c32 = c if mode == FP32 else bound(name, n, size, dev, FP32)
+                    b, b_wait, b_compute = typical(name, folder, size, dev, args.workers)
+                    for k, v in zip(runs, (a, c, c32, b, a_pipe, b_wait, b_compute),
+                                    strict=True):
+                        runs[k].append(v)
+                rows.append(summarize_row(name, size, mode.name, runs))
                 r = rows[-1]
                 print(f"{name:<24}{size:>5}{r['ours']:>9}{r['typical']:>9}{r['bound']:>9}"
                       f"{r['ours_over_typical']:>7}{r['ours_over_bound']:>7}"
@@ -232,7 +261,8 @@ def main() -> None:
     out.write_text(json.dumps({
         "device": str(dev), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
         "machine": platform.platform(), "torch": torch.__version__, "images": n,
-        "batch": BATCH, "aug_strength": STRENGTH, "rows": rows}, indent=2) + "\n")
+        "batch": BATCH, "aug_strength": STRENGTH, "repeats": args.repeats, "rows": rows},
+        indent=2) + "\n")
     print(f"wrote {out}")
 
 
