@@ -99,4 +99,6 @@ def _cpu_name() -> str:
 
 
 if __name__ == "__main__":
-    main()
+    import _cli
+
+    _cli.run(main)

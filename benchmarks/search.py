@@ -231,4 +231,6 @@ def print_table(summary: dict[str, object], args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import _cli
+
+    _cli.run(main)
