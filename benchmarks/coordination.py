@@ -31,6 +31,7 @@ from typing import Any
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _cli import at_least, positive_ints  # noqa: E402
 from _timing import REPORTS, timed_trial  # noqa: E402
 
 from storage import open_storage  # noqa: E402
@@ -124,7 +125,9 @@ def main() -> None:
     seconds = 6.0 if args.quick else 30.0
     # Long enough that each paced process finishes a few trials (pruned ones are shorter).
     fleet_seconds = (1.2 if args.quick else 4) * args.epoch_s * REPORTS
-    counts = [int(p) for p in args.procs.split(",")]
+    counts = positive_ints("--procs", args.procs)
+    at_least("--fleet", args.fleet, 1)
+    at_least("--epoch-s", args.epoch_s, 0.1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         server = None

@@ -43,6 +43,8 @@ from pathlib import Path
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _cli import at_least  # noqa: E402
+
 from hpo.config import StudyConfig  # noqa: E402
 from hpo.space import SearchSpace, sample  # noqa: E402
 from trainers import Dataset, build_model, fine_tune, load_npz  # noqa: E402
@@ -133,6 +135,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.budget, args.epochs = 1, 24, 4
+    at_least("--seeds", args.seeds, 1)
+    at_least("--epochs", args.epochs, 1)
+    at_least("--budget", args.budget, args.epochs)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["HPO_WEIGHTS_DIR"] = args.weights_dir  # the product's own weights lookup
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -21,6 +21,7 @@ from pathlib import Path
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _cli import at_least  # noqa: E402
 from _timing import REPORTS, timed_trial  # noqa: E402
 
 from storage import open_storage  # noqa: E402
@@ -56,6 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.trials = 50
+    at_least("--trials", args.trials, 2)
     server = None
     with tempfile.TemporaryDirectory() as tmp:
         url = args.postgres

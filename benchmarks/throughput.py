@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _cli import at_least  # noqa: E402
+
 from trainers import AugmentPolicy, Hyperparams, Preprocess, TrainSpec, build_model  # noqa: E402
 from trainers.augment import augment_batch  # noqa: E402
 from trainers.compute import FP32, ComputeMode, choose_mode  # noqa: E402
@@ -223,6 +225,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.repeats is None:
         args.repeats = 1 if args.quick else 5
+    at_least("--repeats", args.repeats, 1)
+    at_least("--workers", args.workers, 0)
     dev = resolve_device(args.device)
     train = load_npz(args.data).train
     n = 128 if args.quick else len(train)
