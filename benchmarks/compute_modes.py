@@ -62,7 +62,7 @@ def step_rate(name: str, size: int, dev: torch.device, channels_last: bool,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (under 3 minutes)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()

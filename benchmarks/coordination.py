@@ -112,23 +112,39 @@ def run(url: str, procs: int, seconds: float, epoch_s: float = 0.0) -> dict[str,
                                        if per_trial_ms is not None else None)}
 
 
+HEADER = (f"{'store':<11}{'procs':>6}{'epoch s':>8}{'trials':>7}{'trials/s':>9}{'errors':>7}"
+          f"{'ask p50/p99 ms':>17}{'report p50/p99':>16}{'tell p50/p99':>14}{'ms/trial':>9}"
+          f"{'% of 60 s':>10}")
+
+
+def _table_line(r: dict[str, Any]) -> str:
+    def pair(k: str) -> str:
+        return f"{r[k + '_p50_ms']}/{r[k + '_p99_ms']}"
+
+    return (f"{r['store']:<11}{r['procs']:>6}{r['epoch_s']:>8}{r['trials']:>7}"
+            f"{r['trials_per_s']:>9}{r['errors']:>7}{pair('ask'):>17}{pair('report'):>16}"
+            f"{pair('tell'):>14}{r['per_trial_ms']!s:>9}{r['share_of_60s_trial_pct']!s:>10}")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="6 s per flooding setting, 24 s per fleet (under 3 minutes)")
+                        help="5 s per flooding setting, 20 s per fleet (under 3 minutes)")
     parser.add_argument("--postgres", default=None)
     parser.add_argument("--procs", default="1,4,16,32")
     parser.add_argument("--fleet", type=int, default=32, help="processes in the paced rows")
     parser.add_argument("--epoch-s", type=float, default=2.0,
                         help="seconds per simulated epoch in the paced rows")
     args = parser.parse_args()
-    seconds = 6.0 if args.quick else 30.0
+    seconds = 5.0 if args.quick else 30.0
     # Long enough that each paced process finishes a few trials (pruned ones are shorter).
-    fleet_seconds = (1.2 if args.quick else 4) * args.epoch_s * REPORTS
+    fleet_seconds = (1.0 if args.quick else 4) * args.epoch_s * REPORTS
     counts = positive_ints("--procs", args.procs)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     at_least("--fleet", args.fleet, 1)
     at_least("--epoch-s", args.epoch_s, 0.1)
     rows = []
+    print(HEADER, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         server = None
         url = args.postgres
@@ -145,7 +161,7 @@ def main() -> None:
                                          + [(args.fleet, fleet_seconds, args.epoch_s)]):
                     row = {"store": store, **run(store_url, n, secs, epoch_s)}
                     rows.append(row)
-                    print(json.dumps(row), flush=True)
+                    print(_table_line(row), flush=True)
         finally:
             if server is not None:
                 server.stop()

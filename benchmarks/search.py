@@ -48,6 +48,7 @@ from _cli import at_least  # noqa: E402
 from hpo.config import StudyConfig  # noqa: E402
 from hpo.space import SearchSpace, sample  # noqa: E402
 from trainers import Dataset, build_model, fine_tune, load_npz  # noqa: E402
+from trainers.metrics import METRICS  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 STRATEGIES = {"random": ("random", "none"), "tpe": ("tpe", "none"),
@@ -119,22 +120,26 @@ def run_strategy(strategy: str, seed: int, data: Dataset, base: StudyConfig, bud
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="one seed, 24 epochs per strategy (under 3 minutes)")
     parser.add_argument("--data", default=str(SHARED / "data" / "breastmnist.npz"))
     parser.add_argument("--model", default="mobilenetv2_100")
     parser.add_argument("--weights-dir", default=os.environ.get("HPO_WEIGHTS_DIR",
                                                                  str(SHARED / "weights")))
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--budget", type=int, default=96, help="epochs per strategy and seed")
-    parser.add_argument("--epochs", type=int, default=8, help="epochs of a full trial")
-    parser.add_argument("--metric", default="accuracy")
+    parser.add_argument("--seeds", type=int, default=None, help="default 3 (--quick: 1)")
+    parser.add_argument("--budget", type=int, default=None,
+                        help="epochs per strategy and seed; default 96 (--quick: 24)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of a full trial; default 8 (--quick: 4)")
+    parser.add_argument("--metric", default="accuracy", choices=METRICS)
     parser.add_argument("--reuse", action="store_true",
                         help="keep matching runs from the results file; run only missing seeds")
     args = parser.parse_args()
-    if args.quick:
-        args.seeds, args.budget, args.epochs = 1, 24, 4
+    defaults = (1, 24, 4) if args.quick else (3, 96, 8)  # options given explicitly win
+    args.seeds, args.budget, args.epochs = (given if given is not None else default for given,
+                                            default in zip((args.seeds, args.budget,
+                                                            args.epochs), defaults, strict=True))
     at_least("--seeds", args.seeds, 1)
     at_least("--epochs", args.epochs, 1)
     at_least("--budget", args.budget, args.epochs)

@@ -50,7 +50,7 @@ def measure(url: str, trials: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres", default=None)
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="50 trials per store (~1 minute)")

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _cli import at_least  # noqa: E402
+from _cli import at_least, positive_ints  # noqa: E402
 
 from trainers import AugmentPolicy, Hyperparams, Preprocess, TrainSpec, build_model  # noqa: E402
 from trainers.augment import augment_batch  # noqa: E402
@@ -206,7 +206,7 @@ def summarize_row(name: str, size: int, mode: str, runs: dict[str, list[float]]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer images (under 3 minutes)")
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" /
                                              "data" / "breastmnist.npz"))
@@ -226,6 +226,7 @@ def main() -> None:
     if args.repeats is None:
         args.repeats = 1 if args.quick else 5
     at_least("--repeats", args.repeats, 1)
+    sizes = positive_ints("--sizes", args.sizes)
     at_least("--workers", args.workers, 0)
     dev = resolve_device(args.device)
     train = load_npz(args.data).train
@@ -239,10 +240,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "pngs"
         write_pngs(split, folder)
+        print("a = hpo's trainer, b = typical PIL/DataLoader script, c = compute bound "
+              "(images/s); a pipe = share of (a) in its input pipeline, b wait = share of (b) "
+              "waiting for data, c fp32 = fp32 NCHW bound, b cpu = (b) computing / c fp32")
         print(f"{'model':<24}{'size':>5}{'a':>9}{'b':>9}{'c':>9}{'a/b':>7}{'a/c':>7}"
               f"{'a pipe':>7}{'b wait':>7}{'c fp32':>9}{'b cpu':>7}  mode of (a) and (c)")
         for name in args.models.split(","):
-            for size in (int(s) for s in args.sizes.split(",")):
+            for size in sizes:
                 ours(name, split, size, dev)  # warm-up (allocator, cudnn autotune, mode choice)
                 runs: dict[str, list[float]] = {k: [] for k in ("a", "c", "c32", "b", "pipe",
                                                                  "wait", "b_compute")}

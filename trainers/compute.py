@@ -1,10 +1,11 @@
 """How a training step computes: memory format and mixed precision, chosen where they win.
 
-On CUDA, channels-last with bf16 autocast (fp16 with a gradient scaler on GPUs without bf16)
-always wins for these CNNs. On CPU it depends on the model and the image size: measured on a
-2-core Sapphire Rapids (``benchmarks/compute_modes.py``), channels-last makes depthwise models
-(MobileNetV2, EfficientNet-Lite) 1.3-1.8x faster and ResNet-18 slightly slower, while bf16
-(AMX) makes ResNet-18 at 64-128 px 1.3-2.2x faster and small depthwise models slower. So on CPU
+On CUDA, channels-last with bf16 autocast (fp16 with a gradient scaler on GPUs without bf16),
+the usual fast path for these CNNs on tensor-core GPUs. On CPU it depends on the model, the
+image size and the CPU: measured on 2-core Sapphire Rapids (AMX) and AMD EPYC (AVX-512 bf16)
+machines (``benchmarks/compute_modes.py``), channels-last makes depthwise models (MobileNetV2,
+EfficientNet-Lite) 1.3-2.5x faster and ResNet-18 about as fast or slightly slower, while bf16
+makes ResNet-18 at 64-128 px 1.4-2.2x faster and small depthwise models slower. So on CPU
 ``auto`` measures: a few steps of each candidate on a copy of the model, once per model, image
 size and batch size in a process, and keeps the fastest (fp32 NCHW unless another is clearly
 faster, since it is what every other tool computes).
