@@ -22,10 +22,11 @@ from optuna.trial import TrialState
 from torch import nn
 
 from hpo.errors import HpoError
-from hpo.paths import check_output_location, make_parents, remove_new_folders, write_error
+from hpo.paths import check_output_location, write_error
 from hpo.retention import ATTR_CHECKPOINT, ATTR_DELETED
 from hpo.study import load_study
 from storage import open_artifact_store
+from storage.fs import make_folders, remove_new_folders
 from trainers import Preprocess, compute_metrics, load_dataset, predict_probs, resolve_device
 from trainers.checkpoint import load_checkpoint, rebuild_model
 
@@ -85,7 +86,7 @@ def export_trial(storage_url: str, study_name: str, out: str | Path, trial: int 
                                 or loaded.config.artifacts, create=False)
     created: list[Path] = []
     try:
-        created = make_parents(out)
+        created = make_folders(out.parent)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     except OSError as e:
         remove_new_folders(created)

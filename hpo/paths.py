@@ -6,14 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hpo.errors import HpoError
-
-
-def nearest_existing(path: Path) -> Path:
-    """``path`` itself, or the closest folder above it that exists."""
-    p = path.absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
+from storage.fs import nearest_existing
 
 
 def check_output_location(path: Path, flag: str) -> None:
@@ -29,24 +22,3 @@ def write_error(path: Path, flag: str, e: OSError) -> HpoError:
     or virtual file systems, a full disk)."""
     return HpoError(f"{flag} {path}: cannot write there ({e.strerror or e}); pass a path on a "
                     "writable disk (nothing was written)")
-
-
-def make_parents(path: Path) -> list[Path]:
-    """Create the folders above ``path``; returns those that were new (deepest last), so a
-    failed write can remove them again."""
-    missing = []
-    p = path.absolute().parent
-    while not p.exists() and p != p.parent:
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        d.mkdir()
-    return list(reversed(missing))
-
-
-def remove_new_folders(created: list[Path]) -> None:
-    for d in reversed(created):
-        try:
-            d.rmdir()
-        except OSError:
-            return  # not empty any more: something else wrote there

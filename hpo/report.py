@@ -17,8 +17,9 @@ from optuna.trial import TrialState
 from hpo.errors import HpoError
 from hpo.export import ATTR_EXPORTS
 from hpo.objective import failure_reason
-from hpo.paths import check_output_location, make_parents, remove_new_folders, write_error
+from hpo.paths import check_output_location, write_error
 from hpo.study import load_study
+from storage.fs import make_folders, remove_new_folders
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def write_report(storage_url: str, study_name: str, out: str | Path) -> Path:
     tmp = out.with_name(out.name + ".part")
     created: list[Path] = []
     try:
-        created = make_parents(out)
+        created = make_folders(out.parent)
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(out)
     except OSError as e:

@@ -9,6 +9,7 @@ from pathlib import Path
 from optuna.artifacts import FileSystemArtifactStore
 
 from storage.errors import StorageError
+from storage.fs import make_folders, nearest_existing, remove_new_folders
 from storage.urls import parse_storage
 
 ENV_ARTIFACTS = "HPO_ARTIFACTS"
@@ -43,18 +44,13 @@ def check_artifact_dir(directory: str | Path) -> None:
     (a file in the way, a read-only or virtual file system). Leaves nothing behind: folders
     made for the probe are removed again."""
     path = Path(os.path.expanduser(str(directory))).absolute()
-    missing = []
-    p = path
-    while not p.exists() and p != p.parent:
-        missing.append(p)
-        p = p.parent
-    if not p.is_dir():
-        raise StorageError(f"artifact location {p} is a file; pass --artifacts with a folder")
+    above = nearest_existing(path)
+    if not above.is_dir():
+        raise StorageError(f"artifact location {above} is a file; pass --artifacts with a "
+                           "folder")
     made: list[Path] = []
     try:
-        for d in reversed(missing):
-            d.mkdir()
-            made.append(d)
+        made = make_folders(path)
         fd, probe = tempfile.mkstemp(prefix=".hpo-write-check-", dir=path)
         os.close(fd)
         os.unlink(probe)
@@ -62,8 +58,4 @@ def check_artifact_dir(directory: str | Path) -> None:
         raise StorageError(f"cannot write checkpoints to {path} ({e.strerror or e}); pass "
                            "--artifacts DIR on a writable disk") from e
     finally:
-        for d in reversed(made):
-            try:
-                d.rmdir()
-            except OSError:
-                break
+        remove_new_folders(made)
