@@ -37,6 +37,12 @@ from _timing import REPORTS, timed_trial  # noqa: E402
 from storage import open_storage  # noqa: E402
 
 
+def _failed(e: BaseException) -> dict[str, Any]:
+    """A worker's result when it never ran a trial."""
+    return {"ask": [], "report": [], "tell": [], "per_trial": [], "errors": 1, "done": 0,
+            "window": 0.0, "error": repr(e)}
+
+
 def _worker(url: str, study_name: str, seconds: float, epoch_s: float,
             queue: mp.Queue, start: Any, offset_s: float = 0.0) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -50,8 +56,7 @@ def _worker(url: str, study_name: str, seconds: float, epoch_s: float,
                                   sampler=optuna.samplers.TPESampler(constant_liar=True),
                                   pruner=optuna.pruners.HyperbandPruner(1, REPORTS))
     except Exception as e:  # noqa: BLE001 - counted, not raised: the benchmark reports errors
-        queue.put({"ask": [], "report": [], "tell": [], "per_trial": [], "errors": 1,
-                   "done": 0, "window": 0.0, "error": repr(e)})
+        queue.put(_failed(e))
         start.abort()
         return
     # Every process starts calling the store at once, after all have started up (32 Python
@@ -59,8 +64,7 @@ def _worker(url: str, study_name: str, seconds: float, epoch_s: float,
     try:
         start.wait(timeout=300)
     except threading.BrokenBarrierError as e:  # another process failed to load the study
-        queue.put({"ask": [], "report": [], "tell": [], "per_trial": [], "errors": 1,
-                   "done": 0, "window": 0.0, "error": repr(e)})
+        queue.put(_failed(e))
         return
     began = time.monotonic()
     # A running fleet's epochs end at spread-out times, not all at once: paced processes

@@ -136,10 +136,13 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="keep matching runs from the results file; run only missing seeds")
     args = parser.parse_args()
-    defaults = (1, 24, 4) if args.quick else (3, 96, 8)  # options given explicitly win
-    args.seeds, args.budget, args.epochs = (given if given is not None else default for given,
-                                            default in zip((args.seeds, args.budget,
-                                                            args.epochs), defaults, strict=True))
+    # --quick sets the defaults; options given explicitly win
+    if args.seeds is None:
+        args.seeds = 1 if args.quick else 3
+    if args.budget is None:
+        args.budget = 24 if args.quick else 96
+    if args.epochs is None:
+        args.epochs = 4 if args.quick else 8
     at_least("--seeds", args.seeds, 1)
     at_least("--epochs", args.epochs, 1)
     at_least("--budget", args.budget, args.epochs)

@@ -139,8 +139,8 @@ CACHE_SHARE_OF_FREE = 0.25  # of free device memory; the rest is for the model, 
 # and the other trials sharing the GPU (--workers-per-gpu)
 
 
-def cache_fits(nbytes: int, free_bytes: int, share: float = CACHE_SHARE_OF_FREE) -> bool:
-    """Whether an image cache of ``nbytes`` may live on a device with ``free_bytes`` free."""
+def cache_fits(nbytes: int, free_bytes: int, share: float) -> bool:
+    """Whether an image cache of ``nbytes`` may use ``share`` of ``free_bytes`` free."""
     return nbytes <= share * free_bytes
 
 

@@ -80,9 +80,10 @@ def test_image_cache_goes_to_the_device_only_when_it_fits() -> None:
     from trainers.finetune import CACHE_SHARE_OF_FREE, cache_fits
 
     free = 8 * 2**30
-    assert cache_fits(int(CACHE_SHARE_OF_FREE * free), free)
-    assert not cache_fits(int(CACHE_SHARE_OF_FREE * free) + 1, free)
-    assert not cache_fits(1, 0)
+    share = CACHE_SHARE_OF_FREE
+    assert cache_fits(int(share * free), free, share)
+    assert not cache_fits(int(share * free) + 1, free, share)
+    assert not cache_fits(1, 0, share)
 
 
 def test_cpu_cache_is_resized_once_and_stays_uint8(small_breast: Dataset) -> None:
