@@ -71,10 +71,7 @@ class Run:
         return self.curve[-1] if self.curve else float("nan")
 
     def epochs_to_reach(self, target: float) -> int | None:
-        for spent, best in enumerate(self.curve, start=1):
-            if best >= target - 1e-9:
-                return spent
-        return None
+        return first_reach(self.curve, target)
 
 
 def run_strategy(strategy: str, seed: int, data: Dataset, base: StudyConfig, budget: int
@@ -201,6 +198,7 @@ def mean_curve(runs: list[Run]) -> list[float]:
 
 
 def first_reach(curve: list[float], target: float) -> int | None:
+    """Epochs spent when ``curve`` (best so far per epoch) first reaches ``target``."""
     return next((spent for spent, best in enumerate(curve, start=1) if best >= target - 1e-9),
                 None)
 
@@ -208,8 +206,9 @@ def first_reach(curve: list[float], target: float) -> int | None:
 def summarize(runs: list[Run], seeds: int) -> dict[str, object]:
     by = {strategy: sorted((r for r in runs if r.strategy == strategy), key=lambda r: r.seed)
           for strategy in STRATEGIES}
-    target = mean_curve(by["random"])[-1]
-    random_needed = first_reach(mean_curve(by["random"]), target)
+    random_curve = mean_curve(by["random"])
+    target = random_curve[-1]
+    random_needed = first_reach(random_curve, target)
     strategies: dict[str, dict[str, object]] = {}
     for strategy, rs in by.items():
         curve = mean_curve(rs)
